@@ -1,0 +1,147 @@
+"""Generation under interventions, and generation with a forced output language.
+
+`generate` runs the HF model's own `generate` under the bridge's hook points (left padding, KV
+cache, SDPA attention), so interventions cost one index op per hooked layer and step. Each
+continuation comes back with its detected language.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from steer.intervene import Intervention, Steering, active_steerings
+from steer.langid import detect_language
+from steer.models import fast_attention
+from steer.neurons import CLASSES, NeuronSet
+
+FORCE_MODES = ("set", "add", "diffmean")
+# Chosen by the forced-language sweep on the embedded model (see README, "Forced language").
+DEFAULT_FORCE_MODE = "add"
+DEFAULT_STRENGTH = {"set": 2.0, "add": 2.0, "diffmean": 2.0}
+
+
+@dataclass
+class Generation:
+    prompts: list[str]
+    texts: list[str]
+    languages: list[str]
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def force_language_interventions(
+    neurons: NeuronSet, target: str, *, mode: str = DEFAULT_FORCE_MODE, strength: float | None = None,
+    suppress: Sequence[str] | None = None, phase: str = "all",
+) -> list[Intervention]:
+    """Deactivate the other languages' neurons (or those of `suppress`) and push the target's up.
+
+    Neurons shared with the target are left on. `mode`: "set" (to strength × the target's mean),
+    "add" (strength × the target's mean) or "diffmean" (strength × (target − others) means).
+    """
+    if mode not in FORCE_MODES:
+        raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
+    neurons.index(target)
+    strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
+    others = [lang for lang in (suppress or neurons.languages) if lang != target]
+    specs = []
+    if others:
+        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase))
+    if mode == "set":
+        specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase))
+    else:
+        specs.append(Intervention("add", languages=[target], target=target, alpha=strength,
+                                  mode="additive" if mode == "add" else "diffmean", phase=phase))
+    return specs
+
+
+def generate(
+    model,
+    prompts: str | Sequence[str],
+    *,
+    interventions: Sequence[Intervention] = (),
+    neurons: NeuronSet | None = None,
+    stats=None,
+    force_language: str | None = None,
+    mode: str = DEFAULT_FORCE_MODE,
+    strength: float | None = None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    use_cache: bool = True,
+    detect: bool = True,
+    candidates: Sequence[str] | None = None,
+) -> Generation:
+    """Generate continuations of `prompts`, optionally under interventions or a forced language.
+
+    Returns the continuations (prompt excluded) and each one's detected language ("und" when
+    the language identifier cannot tell).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty strings")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be at least 1")
+    specs = list(interventions)
+    if force_language is not None:
+        if neurons is None or stats is None:
+            raise ValueError("force_language needs neurons (steer.identify) and stats (steer.collect)")
+        specs += force_language_interventions(neurons, force_language, mode=mode, strength=strength)
+    steering = Steering(model, specs, neurons, stats) if specs else None  # validates before any forward
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.original_model.parameters()).device
+    texts: list[str] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(fast_attention(model))
+        if steering is not None:
+            stack.enter_context(steering)
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            encoded = _left_padded(tokenizer, chunk, pad_id)
+            width = encoded["input_ids"].shape[1]
+            for active in active_steerings(model):
+                active.phase.prompt_width = width
+            torch.manual_seed(seed + start)
+            output = model.original_model.generate(
+                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature if do_sample else None,
+                top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
+            )
+            texts += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        for active in active_steerings(model):
+            active.phase.prompt_width = None
+    if candidates is None and neurons is not None:
+        candidates = neurons.languages
+    languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)
+    settings = {
+        "max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature, "top_p": top_p,
+        "seed": seed, "use_cache": use_cache, "force_language": force_language,
+        "mode": mode if force_language else None,
+        "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
+        "interventions": [spec.to_dict() for spec in specs],
+    }
+    return Generation(prompts, [t.strip() for t in texts], list(languages), settings)
+
+
+def _left_padded(tokenizer, prompts: list[str], pad_id: int) -> dict[str, torch.Tensor]:
+    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention[row, width - len(ids) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention}

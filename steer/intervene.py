@@ -1,0 +1,256 @@
+"""Interventions on language neurons: suppress (deactivate), scale, set and add, in a phase.
+
+An `Intervention` is plain data (JSON-serialisable) naming an op, which neurons (languages,
+classes, layers of a NeuronSet) and its strength. `steer(model, ...)` binds interventions to a
+model (checking everything before any forward pass) and applies them, inside a `with` block, to
+the down_proj input act_fn(gate)·up: for one neuron that is the same as acting on act_fn(gate).
+
+Ops use TransformerLens' declarative vocabulary (suppress, scale, add, set):
+- `suppress`: set to `value` (0 by default: the papers' ablation);
+- `scale`: multiply by `factor` (> 1 amplifies, < 1 damps);
+- `set`: set to `value`, or by default to `alpha` × each neuron's mean on `target` (Tang et al.'s
+  steering with alpha = 1);
+- `add`: add `alpha` × the target's mean ("additive") or `alpha` × (target mean − mean of the other
+  languages' means) ("diffmean"): the two variants of Gurgurov et al. 2025.
+
+Per hooked layer and forward there is one index op (index_fill_/index_copy_/index_add_); layers
+without selected neurons get no hook. The phase (`all`, `prompt`, `generated`) is resolved from
+absolute token positions, so results are the same with and without the KV cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from steer.hooks import attached
+from steer.models import decoder, model_info
+from steer.neurons import CLASSES, NeuronSet
+
+OPS = ("suppress", "scale", "set", "add")
+OP_ALIASES = {"deactivate": "suppress", "zero": "suppress", "ablate": "suppress", "amplify": "scale"}
+PHASES = ("all", "prompt", "generated")
+ADD_MODES = ("additive", "diffmean")
+
+
+@dataclass
+class Intervention:
+    op: str
+    languages: list[str] | None = None
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    layers: list[int] | None = None
+    value: float | None = None
+    factor: float | None = None
+    target: str | None = None
+    alpha: float = 1.0
+    mode: str = "additive"
+    phase: str = "all"
+    exclude_languages: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.op = OP_ALIASES.get(self.op, self.op)
+        if self.op not in OPS:
+            raise ValueError(f"unknown op '{self.op}'; use one of {', '.join(OPS)} (or deactivate/amplify)")
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
+        if self.op == "scale" and (self.factor is None or not math.isfinite(self.factor)):
+            raise ValueError(f"scale needs a finite factor, got {self.factor}")
+        for name in ("value", "alpha"):
+            number = getattr(self, name)
+            if number is not None and not math.isfinite(number):
+                raise ValueError(f"{name} must be a finite number, got {number}")
+        if self.op == "set" and self.value is None and self.target is None:
+            raise ValueError("set needs a constant value or a target language whose mean to use")
+        if self.op == "add":
+            if self.target is None:
+                raise ValueError("add needs a target language whose mean to add")
+            if self.mode not in ADD_MODES:
+                raise ValueError(f"unknown add mode '{self.mode}'; use additive or diffmean")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Intervention":
+        return cls(**data)
+
+
+def _as_list(languages) -> list[str] | None:
+    return [languages] if isinstance(languages, str) else (None if languages is None else list(languages))
+
+
+@dataclass
+class _LayerOp:
+    op: str
+    index: Int[Tensor, " n"]
+    values: Float[Tensor, " n"] | float
+    phase: str
+
+
+class _Phase:
+    """Absolute position of the current forward's tokens, read from the decoder's attention mask."""
+
+    def __init__(self) -> None:
+        self.prompt_width: int | None = None  # positions < prompt_width are the prompt
+        self.start = 0  # absolute position of the first token of the current forward
+
+    def pre_hook(self, module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        seq = (ids if ids is not None else embeds).shape[1]
+        mask = kwargs.get("attention_mask")
+        total = mask.shape[-1] if isinstance(mask, Tensor) and mask.ndim == 2 else seq
+        self.start = total - seq
+
+    def bounds(self, phase: str, seq: int) -> tuple[int, int]:
+        """The slice [lo, hi) of this forward's positions that the phase covers.
+
+        Outside `steer.generate` (no prompt width known) every position is prompt.
+        """
+        if phase == "all":
+            return 0, seq
+        boundary = seq if self.prompt_width is None else max(0, min(seq, self.prompt_width - self.start))
+        return (0, boundary) if phase == "prompt" else (boundary, seq)
+
+
+class Steering:
+    """Interventions bound to a model. Use as a context manager, or `apply()` + `remove()` in finally."""
+
+    def __init__(self, model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats=None):
+        self.model = model
+        self.interventions = list(interventions)
+        self.phase = _Phase()
+        self.layer_ops = _bind(model, self.interventions, neurons, stats)
+        self._stack: contextlib.ExitStack | None = None
+
+    def hooks(self):
+        site = model_info(self.model).site
+        return [(site.down_input_hook(layer), self._hook(ops)) for layer, ops in sorted(self.layer_ops.items())]
+
+    def _hook(self, ops: list[_LayerOp]):
+        phase = self.phase
+
+        def hook(activation: Tensor) -> Tensor:
+            seq = activation.shape[1]
+            for layer_op in ops:
+                lo, hi = phase.bounds(layer_op.phase, seq)
+                if hi <= lo:
+                    continue
+                target = activation if (lo, hi) == (0, seq) else activation[:, lo:hi]
+                _apply(target, layer_op)
+            return activation
+
+        return hook
+
+    def apply(self) -> "Steering":
+        if self._stack is not None:
+            raise RuntimeError("this steering is already applied")
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(attached(self.model, self.hooks()))
+            if any(op.phase != "all" for ops in self.layer_ops.values() for op in ops):
+                handle = decoder(self.model).register_forward_pre_hook(self.phase.pre_hook, with_kwargs=True)
+                stack.callback(handle.remove)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        active_steerings(self.model).append(self)
+        return self
+
+    def remove(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+            active = active_steerings(self.model)
+            if self in active:
+                active.remove(self)
+
+    def __enter__(self) -> "Steering":
+        return self.apply()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def active_steerings(model) -> list[Steering]:
+    """The steerings currently applied to `model` (so generation can tell them where the prompt ends)."""
+    return model.__dict__.setdefault("_steer_active", [])
+
+
+def _apply(x: Tensor, layer_op: _LayerOp) -> None:
+    index, values = layer_op.index, layer_op.values
+    if layer_op.op == "suppress":
+        x.index_fill_(-1, index, float(values))
+    elif layer_op.op == "scale":
+        x.index_copy_(-1, index, x.index_select(-1, index) * values)
+    elif layer_op.op == "set":
+        if isinstance(values, Tensor):
+            x.index_copy_(-1, index, values.to(x.dtype).expand(*x.shape[:-1], -1))
+        else:
+            x.index_fill_(-1, index, float(values))
+    else:  # add
+        x.index_add_(-1, index, values.to(x.dtype).expand(*x.shape[:-1], -1))
+
+
+def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats) -> dict[int, list[_LayerOp]]:
+    """Resolve every intervention to per-layer (op, indices, values), validating all before any forward."""
+    if not interventions:
+        raise ValueError("no interventions given")
+    if neurons is None:
+        raise ValueError("interventions need a NeuronSet (steer.identify or NeuronSet.load)")
+    neurons.check_model(model)
+    device = next(model.original_model.parameters()).device
+    means = None
+    layer_ops: dict[int, list[_LayerOp]] = {}
+    for spec in interventions:
+        chosen = neurons.select(_as_list(spec.languages), spec.classes, spec.layers)
+        if spec.exclude_languages:
+            keep = neurons.select(_as_list(spec.exclude_languages), list(CLASSES) + ["general"])
+            chosen = chosen.difference(keep)
+        per_layer = chosen.layer_indices()
+        if not per_layer:
+            raise ValueError(f"the intervention {spec.op} on {spec.languages or 'all languages'} selects no neuron")
+        if spec.target is not None:
+            if stats is None:
+                raise ValueError(f"{spec.op} with a target language needs ActivationStats (their means)")
+            stats.check_model(model)
+            means = stats.means() if means is None else means
+            target_row = means[stats.index(spec.target)]
+        for layer, index in per_layer.items():
+            values: Tensor | float
+            if spec.op == "suppress":
+                values = 0.0 if spec.value is None else spec.value
+            elif spec.op == "scale":
+                values = spec.factor
+            elif spec.op == "set":
+                values = spec.value if spec.value is not None else (spec.alpha * target_row[layer, index]).to(device)
+            else:
+                direction = target_row[layer, index]
+                if spec.mode == "diffmean":
+                    others = [k for k, lang in enumerate(stats.languages) if lang != spec.target]
+                    direction = direction - means[others][:, layer, index].mean(0)
+                values = (spec.alpha * direction).to(device)
+            layer_ops.setdefault(layer, []).append(_LayerOp(spec.op, index.to(device), values, spec.phase))
+    return layer_ops
+
+
+def intervene(model, *interventions: Intervention, neurons: NeuronSet, stats=None) -> Steering:
+    """Bind interventions to a model: `with steer.intervene(model, spec, neurons=ns): ...`."""
+    return Steering(model, interventions, neurons, stats)
+
+
+def deactivate(model, neurons: NeuronSet, *, value: float = 0.0, phase: str = "all", classes=CLASSES) -> Steering:
+    """Set the neurons (all languages of `neurons`; pick one with `neurons["fr"]`) to `value` (0)."""
+    return Steering(model, [Intervention("suppress", value=value, phase=phase, classes=list(classes))], neurons)
+
+
+def amplify(model, neurons: NeuronSet, factor: float = 2.0, *, phase: str = "all", classes=CLASSES) -> Steering:
+    """Multiply the neurons' down_proj input by `factor`."""
+    return Steering(model, [Intervention("scale", factor=factor, phase=phase, classes=list(classes))], neurons)

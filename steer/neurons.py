@@ -1,0 +1,293 @@
+"""NeuronSet: which (layer, neuron) pairs belong to which language, with their class and provenance.
+
+Held as one boolean membership tensor `[lang, layer, neuron]` plus the `general` neurons (active
+for every language, kept apart from the per-language sets). A neuron shared by N languages is
+*language-specific* when N = 1 and *language-related* when N > 1 (Zhang et al. 2025). Set algebra,
+counts and overlaps are single tensor ops on the membership tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from steer._io import write_json_atomic
+
+CLASSES = ("specific", "related")
+
+
+@dataclass
+class NeuronSet:
+    languages: list[str]
+    membership: Bool[Tensor, "lang layer neuron"]
+    general: Bool[Tensor, "layer neuron"] | None = None
+    method: str = "custom"
+    params: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.languages = list(self.languages)
+        self.membership = torch.as_tensor(self.membership).to(torch.bool)
+        if self.membership.ndim != 3 or self.membership.shape[0] != len(self.languages):
+            raise ValueError(
+                f"membership must be [lang={len(self.languages)}, layer, neuron], got {tuple(self.membership.shape)}"
+            )
+        if len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"languages must be unique, got {self.languages}")
+        if self.general is None:
+            self.general = torch.zeros(self.membership.shape[1:], dtype=torch.bool)
+        self.general = torch.as_tensor(self.general).to(torch.bool)
+
+    # ------------------------------------------------------------------ shape and lookup
+    @property
+    def n_layers(self) -> int:
+        return self.membership.shape[1]
+
+    @property
+    def d_mlp(self) -> int:
+        return self.membership.shape[2]
+
+    def index(self, language: str) -> int:
+        try:
+            return self.languages.index(language)
+        except ValueError:
+            raise ValueError(f"unknown language '{language}'; this set has {', '.join(self.languages)}") from None
+
+    def sharing(self) -> Int[Tensor, "layer neuron"]:
+        """N: how many of the languages each neuron belongs to."""
+        return self.membership.sum(0)
+
+    def class_mask(self, cls: str) -> Bool[Tensor, "layer neuron"]:
+        n = self.sharing()
+        if cls == "specific":
+            return n == 1
+        if cls == "related":
+            return n > 1
+        if cls == "general":
+            return self.general
+        raise ValueError(f"unknown class '{cls}'; use one of specific, related, general")
+
+    def select(
+        self,
+        languages: Sequence[str] | str | None = None,
+        classes: Sequence[str] | str = CLASSES,
+        layers: Iterable[int] | None = None,
+    ) -> "NeuronSet":
+        """The subset for some languages, classes (specific / related, by N in *this* set) and layers."""
+        classes = [classes] if isinstance(classes, str) else list(classes)
+        keep = torch.zeros(self.membership.shape[1:], dtype=torch.bool)
+        for cls in classes:
+            if cls == "general":
+                continue
+            keep |= self.class_mask(cls)
+        if layers is not None:
+            layer_keep = torch.zeros(self.n_layers, dtype=torch.bool)
+            layer_list = list(layers)
+            bad = [layer for layer in layer_list if not 0 <= layer < self.n_layers]
+            if bad:
+                raise ValueError(f"layers {bad} out of range 0..{self.n_layers - 1}")
+            layer_keep[layer_list] = True
+            keep &= layer_keep[:, None]
+        membership = self.membership & keep
+        general = self.general.clone() if "general" in classes else torch.zeros_like(self.general)
+        if layers is not None:
+            general &= layer_keep[:, None]
+        chosen = self.languages if languages is None else ([languages] if isinstance(languages, str) else list(languages))
+        rows = [self.index(lang) for lang in chosen]
+        subset = NeuronSet(chosen, membership[rows], general, self.method, dict(self.params), dict(self.meta))
+        subset.meta["selection"] = {"languages": chosen, "classes": classes,
+                                    "layers": None if layers is None else layer_list}
+        return subset
+
+    def __getitem__(self, language: str) -> "NeuronSet":
+        """The neurons of one language (specific and related), e.g. `neurons["fr"]`."""
+        return self.select([language])
+
+    def union_mask(self) -> Bool[Tensor, "layer neuron"]:
+        """Every neuron in the set (any language, plus general ones)."""
+        return self.membership.any(0) | self.general
+
+    def layer_indices(self) -> dict[int, Int[Tensor, " n"]]:
+        """layer -> sorted neuron indices of the union; layers without neurons are absent."""
+        mask = self.union_mask()
+        return {layer: mask[layer].nonzero().squeeze(1) for layer in range(self.n_layers) if mask[layer].any()}
+
+    def __len__(self) -> int:
+        return int(self.union_mask().sum())
+
+    def is_empty(self) -> bool:
+        return len(self) == 0
+
+    # ------------------------------------------------------------------ reference mask format
+    def to_masks(self) -> list[list[Tensor]]:
+        """list[language][layer] -> sorted LongTensor of neuron indices (the reference repos' format)."""
+        return [
+            [self.membership[k, layer].nonzero().squeeze(1).long() for layer in range(self.n_layers)]
+            for k in range(len(self.languages))
+        ]
+
+    @classmethod
+    def from_masks(
+        cls, masks: Sequence[Sequence], languages: Sequence[str], d_mlp: int | None = None, **meta
+    ) -> "NeuronSet":
+        """The reverse of `to_masks` (e.g. a file saved by the reference code with torch.save)."""
+        if len(masks) != len(languages):
+            raise ValueError(f"{len(masks)} masks for {len(languages)} languages")
+        n_layers = len(masks[0]) if masks else 0
+        if any(len(per_layer) != n_layers for per_layer in masks):
+            raise ValueError("every language's mask must list the same number of layers")
+        largest = max((int(torch.as_tensor(ix).max()) for m in masks for ix in m if len(ix)), default=-1)
+        if d_mlp is None:
+            d_mlp = largest + 1
+        elif largest >= d_mlp:
+            raise ValueError(f"neuron index {largest} is out of range for d_mlp={d_mlp}")
+        membership = torch.zeros((len(languages), n_layers, d_mlp), dtype=torch.bool)
+        for k, per_layer in enumerate(masks):
+            for layer, ix in enumerate(per_layer):
+                membership[k, layer, torch.as_tensor(ix, dtype=torch.long)] = True
+        return cls(list(languages), membership, method=meta.pop("method", "masks"), meta=meta)
+
+    # ------------------------------------------------------------------ set algebra
+    def _aligned(self, other: "NeuronSet") -> Bool[Tensor, "lang layer neuron"]:
+        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
+            raise ValueError("the two neuron sets are for models of different shapes")
+        rows = torch.zeros_like(self.membership)
+        for k, lang in enumerate(self.languages):
+            if lang in other.languages:
+                rows[k] = other.membership[other.index(lang)]
+        return rows
+
+    def _combine(self, other: "NeuronSet", op: str) -> "NeuronSet":
+        theirs = self._aligned(other)
+        membership = {"|": self.membership | theirs, "&": self.membership & theirs, "-": self.membership & ~theirs}[op]
+        general = {"|": self.general | other.general, "&": self.general & other.general,
+                   "-": self.general & ~other.general}[op]
+        languages = list(self.languages)
+        if op == "|":
+            extra = [lang for lang in other.languages if lang not in languages]
+            if extra:
+                rows = torch.stack([other.membership[other.index(lang)] for lang in extra])
+                membership = torch.cat([membership, rows])
+                languages += extra
+        return NeuronSet(languages, membership, general, f"({self.method}{op}{other.method})", {}, dict(self.meta))
+
+    def union(self, other: "NeuronSet") -> "NeuronSet":
+        return self._combine(other, "|")
+
+    def intersection(self, other: "NeuronSet") -> "NeuronSet":
+        return self._combine(other, "&")
+
+    def difference(self, other: "NeuronSet") -> "NeuronSet":
+        return self._combine(other, "-")
+
+    __or__, __and__, __sub__ = union, intersection, difference
+
+    def jaccard(self, other: "NeuronSet") -> float:
+        """Jaccard index of the two sets' (language, layer, neuron) memberships."""
+        theirs = self._aligned(other)
+        union = (self.membership | theirs).sum()
+        return float((self.membership & theirs).sum() / union) if union else 1.0
+
+    # ------------------------------------------------------------------ counts
+    def counts_per_layer(self) -> dict[str, list[int]]:
+        """Per layer: specific, related and general neuron counts (each neuron once)."""
+        return {
+            "specific": self.class_mask("specific").sum(1).tolist(),
+            "related": self.class_mask("related").sum(1).tolist(),
+            "general": self.general.sum(1).tolist(),
+        }
+
+    def counts_per_language(self) -> dict[str, dict[str, int]]:
+        specific, related = self.class_mask("specific"), self.class_mask("related")
+        return {
+            lang: {"specific": int((self.membership[k] & specific).sum()), "related": int((self.membership[k] & related).sum())}
+            for k, lang in enumerate(self.languages)
+        }
+
+    def counts_by_sharing(self) -> dict[int, int]:
+        """N -> number of neurons shared by exactly N languages (N >= 1)."""
+        n = self.sharing().flatten()
+        counts = torch.bincount(n, minlength=len(self.languages) + 1)
+        return {i: int(counts[i]) for i in range(1, len(counts))}
+
+    def overlap(self) -> Int[Tensor, "lang lang"]:
+        """Pairwise overlap: [a, b] = neurons that belong to both a and b (diagonal: a's size)."""
+        flat = self.membership.reshape(len(self.languages), -1).to(torch.float32)
+        return (flat @ flat.T).round().to(torch.int64)
+
+    # ------------------------------------------------------------------ controls
+    def random_like(self, seed: int = 0) -> "NeuronSet":
+        """A random control: per language, the same number of neurons in each layer, drawn uniformly."""
+        generator = torch.Generator().manual_seed(seed)
+        membership = torch.zeros_like(self.membership)
+        per_layer = self.membership.sum(2)
+        for k in range(len(self.languages)):
+            for layer in range(self.n_layers):
+                n = int(per_layer[k, layer])
+                if n:
+                    membership[k, layer, torch.randperm(self.d_mlp, generator=generator)[:n]] = True
+        general = torch.zeros_like(self.general)
+        for layer in range(self.n_layers):
+            n = int(self.general[layer].sum())
+            if n:
+                general[layer, torch.randperm(self.d_mlp, generator=generator)[:n]] = True
+        return NeuronSet(list(self.languages), membership, general, f"random_like({self.method})",
+                         {"seed": seed}, dict(self.meta))
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict:
+        import steer
+
+        return {
+            "format": "steer.NeuronSet/1",
+            "steer_version": steer.__version__,
+            "method": self.method,
+            "params": self.params,
+            "languages": self.languages,
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "meta": self.meta,
+            "counts_per_layer": self.counts_per_layer(),
+            "neurons": {lang: [ix.tolist() for ix in per_layer] for lang, per_layer in zip(self.languages, self.to_masks())},
+            "general": [self.general[layer].nonzero().squeeze(1).tolist() for layer in range(self.n_layers)],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, model=None) -> "NeuronSet":
+        """Read a file written by `save`; with `model`, check it was made for that model."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read neuron set '{path}': {error}") from None
+        if data.get("format") != "steer.NeuronSet/1":
+            raise ValueError(f"'{path}' is not a steer neuron set (run `steer identify` to make one)")
+        masks = [data["neurons"][lang] for lang in data["languages"]]
+        neurons = cls.from_masks(masks, data["languages"], d_mlp=data["d_mlp"])
+        if neurons.n_layers != data["n_layers"]:
+            raise ValueError(f"'{path}' lists {neurons.n_layers} layers but says {data['n_layers']}; the file is damaged")
+        general = torch.zeros((data["n_layers"], data["d_mlp"]), dtype=torch.bool)
+        for layer, ix in enumerate(data.get("general", [])):
+            general[layer, torch.as_tensor(ix, dtype=torch.long)] = True
+        neurons.general = general
+        neurons.method, neurons.params, neurons.meta = data["method"], data["params"], data["meta"]
+        if model is not None:
+            neurons.check_model(model, what=f"neuron set '{path}'")
+        return neurons
+
+    def check_model(self, model, what: str = "this neuron set") -> None:
+        """A clear error when these neurons were identified on another model (shape or weights)."""
+        from steer.stats import check_model
+
+        recorded = dict(self.meta.get("model", {}))
+        recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
+        check_model(recorded, model, what)
