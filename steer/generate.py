@@ -8,10 +8,12 @@ continuation comes back with its detected language.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from steer.intervene import Intervention, Steering, active_steerings
 from steer.langid import detect_language
@@ -30,9 +32,10 @@ class Generation:
     texts: list[str]
     languages: list[str]
     settings: dict
+    logits: list[Float[Tensor, "new vocab"]] | None = None  # per prompt, with return_logits=True
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"prompts": self.prompts, "texts": self.texts, "languages": self.languages, "settings": self.settings}
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -82,6 +85,7 @@ def generate(
     use_cache: bool = True,
     detect: bool = True,
     candidates: Sequence[str] | None = None,
+    return_logits: bool = False,
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
@@ -103,6 +107,7 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.original_model.parameters()).device
     texts: list[str] = []
+    logits: list[Tensor] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(fast_attention(model))
@@ -119,8 +124,11 @@ def generate(
                 input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
+                return_dict_in_generate=True, output_logits=return_logits,
             )
-            texts += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+            texts += tokenizer.batch_decode(output.sequences[:, width:], skip_special_tokens=True)
+            if return_logits:
+                logits += list(torch.stack(output.logits, dim=1).float().cpu())
         for active in active_steerings(model):
             active.phase.prompt_width = None
     if candidates is None and neurons is not None:
@@ -133,7 +141,7 @@ def generate(
         "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
         "interventions": [spec.to_dict() for spec in specs],
     }
-    return Generation(prompts, [t.strip() for t in texts], list(languages), settings)
+    return Generation(prompts, [t.strip() for t in texts], list(languages), settings, logits if return_logits else None)
 
 
 def _left_padded(tokenizer, prompts: list[str], pad_id: int) -> dict[str, torch.Tensor]:

@@ -48,5 +48,9 @@ def _as_forward_hook(fn: HookFn):
 
 
 def hook_count(model) -> int:
-    """How many forward hooks are installed on the model's hook points (for leak checks)."""
-    return sum(len(module._forward_hooks) for module in model.hook_dict.values())
+    """How many forward hooks are installed on the model's hook points (for leak checks).
+
+    `hook_dict` lists some hook points under two names (aliases); each module is counted once.
+    """
+    modules = {id(module): module for module in model.hook_dict.values()}
+    return sum(len(module._forward_hooks) for module in modules.values())

@@ -104,7 +104,11 @@ class _Phase:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         seq = (ids if ids is not None else embeds).shape[1]
-        mask = kwargs.get("attention_mask")
+        past = kwargs.get("past_key_values")
+        if past is not None and hasattr(past, "get_seq_length"):
+            self.start = int(past.get_seq_length())
+            return
+        mask = kwargs.get("attention_mask")  # 2D masks cover past + current tokens
         total = mask.shape[-1] if isinstance(mask, Tensor) and mask.ndim == 2 else seq
         self.start = total - seq
 

@@ -291,3 +291,27 @@ class NeuronSet:
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
         check_model(recorded, model, what)
+
+
+def layer_concentration(neurons: NeuronSet, edge_fraction: float = 0.2) -> dict:
+    """How concentrated the language neurons are in the first and last layers (the papers' pattern).
+
+    Compares the share of specific + related neurons in the first and last `edge_fraction` of the
+    layers with the share those layers would hold if neurons were spread uniformly.
+    """
+    counts = neurons.class_mask("specific") | neurons.class_mask("related")
+    per_layer = counts.sum(1).to(torch.float64)
+    total = float(per_layer.sum())
+    edge = max(1, round(edge_fraction * neurons.n_layers))
+    first, last = float(per_layer[:edge].sum()), float(per_layer[-edge:].sum())
+    expected = 2 * edge / neurons.n_layers
+    share = (first + last) / total if total else 0.0
+    holds = total > 0 and share > 1.5 * expected
+    verdict = (
+        f"{share:.0%} of specific+related neurons lie in the first and last {edge} of {neurons.n_layers} layers "
+        f"(uniform: {expected:.0%}): "
+        + ("concentrated at the edges, as the papers report." if holds else "NOT the papers' edge-concentrated pattern.")
+    )
+    return {"edge_layers": edge, "first_share": first / total if total else 0.0,
+            "last_share": last / total if total else 0.0, "edge_share": share, "uniform_share": expected,
+            "pattern_holds": holds, "verdict": verdict}

@@ -1,0 +1,251 @@
+"""The `steer` command: a thin layer over the API (each subcommand writes into --out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _languages(text: str | None) -> list[str] | None:
+    return None if not text else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def cmd_corpus_build(args) -> None:
+    from steer.corpus import DEFAULT_LANGUAGES, Corpus, build_libreoffice
+
+    if args.from_dir:
+        corpus = Corpus.from_text_dir(args.from_dir, languages=_languages(args.languages))
+    elif args.jsonl:
+        corpus = Corpus.from_jsonl(args.jsonl, languages=_languages(args.languages))
+    else:
+        corpus = build_libreoffice(_languages(args.languages) or DEFAULT_LANGUAGES, min_chars=args.min_chars,
+                                   n_eval=args.n_eval)
+    corpus.save(args.out)
+    counts = corpus.counts()
+    print(f"corpus ({corpus.source}) -> {args.out}")
+    for lang in corpus.languages:
+        print(f"  {lang:6s} stats {counts[lang]['stats']:6d}  eval {counts[lang]['eval']:4d}")
+
+
+def cmd_collect(args) -> None:
+    import steer
+
+    model = steer.load_model(args.model)
+    corpus = steer.load_corpus(args.corpus)
+    out = Path(args.out)
+    stats = steer.collect(
+        model, corpus, languages=_languages(args.languages), batch_size=args.batch_size, max_length=args.max_length,
+        max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
+        checkpoint=out / "checkpoint",
+    )
+    stats.save(out)
+    print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
+
+
+def cmd_identify(args) -> None:
+    import steer
+    from steer.neurons import layer_concentration
+
+    stats = steer.ActivationStats.load(args.stats)
+    params = {}
+    if args.top_rate is not None:
+        params["top_rate"] = args.top_rate
+    if args.lambda_ is not None:
+        params["lambda"] = args.lambda_ if args.lambda_ == "auto" else float(args.lambda_)
+    neurons = steer.identify(stats, method=args.method, **params)
+    neurons.save(args.out)
+    counts = neurons.counts_per_layer()
+    print(f"{neurons.method}: {len(neurons)} neurons ({json.dumps(neurons.params)}) -> {args.out}")
+    print("layer  specific  related  general")
+    for layer in range(neurons.n_layers):
+        print(f"{layer:5d}  {counts['specific'][layer]:8d}  {counts['related'][layer]:7d}  {counts['general'][layer]:7d}")
+    print(layer_concentration(neurons)["verdict"])
+
+
+def cmd_ablate(args) -> None:
+    import steer
+    from steer.bench.perplexity import perplexity
+
+    model = steer.load_model(args.model)
+    neurons = steer.NeuronSet.load(args.neurons, model=model)
+    corpus = steer.load_corpus(args.corpus)
+    chosen = neurons.select([args.language], classes=_languages(args.classes))
+    texts = {lang: corpus.eval[lang][: args.n_texts] for lang in corpus.languages if lang in neurons.languages}
+    rows = {}
+    for lang, eval_texts in texts.items():
+        base = perplexity(model, eval_texts)["log_ppl"]
+        with steer.deactivate(model, chosen, classes=_languages(args.classes)):
+            ablated = perplexity(model, eval_texts)["log_ppl"]
+        rows[lang] = {"log_ppl": base, "ablated_log_ppl": ablated, "delta_log_ppl": ablated - base}
+        print(f"  {lang:6s} log-PPL {base:7.3f} -> {ablated:7.3f}  (Δ {ablated - base:+.3f})")
+    from steer._io import write_json_atomic
+
+    out = Path(args.out)
+    write_json_atomic(out / f"ablate_{args.language}.json",
+                      {"language": args.language, "classes": _languages(args.classes), "n_neurons": len(chosen),
+                       "evaluated": rows})
+    print(f"-> {out / f'ablate_{args.language}.json'}")
+
+
+def cmd_generate(args) -> None:
+    import steer
+
+    model = steer.load_model(args.model)
+    neurons = steer.NeuronSet.load(args.neurons, model=model) if args.neurons else None
+    stats = steer.ActivationStats.load(args.stats, model=model) if args.stats else None
+    common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
+    steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
+                             mode=args.mode, strength=args.strength, **common)
+    plain = steer.generate(model, args.prompts, candidates=neurons.languages if neurons else None, **common)
+    for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,
+                                                   plain.languages):
+        print(f"prompt      : {prompt}")
+        print(f"unsteered   [{base_lang}]: {base}")
+        print(f"forced {args.force_language or '-':4s} [{lang}]: {text}\n")
+    if args.out:
+        from steer._io import write_json_atomic
+
+        write_json_atomic(Path(args.out) / "generations.json", {"steered": steered.to_dict(), "unsteered": plain.to_dict()})
+
+
+def cmd_bench(args) -> None:
+    from steer.bench.config import run_bench
+
+    run_bench(Path(args.config), Path(args.out))
+
+
+def cmd_compare(args) -> None:
+    import steer
+    from steer.bench.compare import compare_neuron_sets, write_compare_report
+
+    result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=_languages(args.trained))
+    write_compare_report(result, Path(args.out))
+    print(f"comparison -> {args.out}")
+
+
+def cmd_demo(args) -> None:
+    from steer.bench.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+
+
+def cmd_align(args) -> None:
+    from steer.align import AlignConfig, align
+
+    config = AlignConfig(train_languages=_languages(args.train_languages), steps=args.steps, rank=args.rank,
+                         batch_size=args.batch_size, max_length=args.max_length, lr=args.lr, seed=args.seed,
+                         objective=args.objective)
+    print(f"aligned model -> {align(args.model, args.corpus, Path(args.out), config)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="build the corpus").add_subparsers(dest="action", required=True)
+    build = corpus.add_parser("build", help="LibreOffice help from Debian packages, or your own text")
+    build.add_argument("--out", required=True)
+    build.add_argument("--languages", help="comma-separated codes (default: en,de,fr,es,ru,ja,zh,eu,om,km)")
+    build.add_argument("--from-dir", help="a folder of <lang>.txt files, one text per line")
+    build.add_argument("--jsonl", help="a JSONL file with lang, text (and optional split, id)")
+    build.add_argument("--min-chars", type=int, default=40)
+    build.add_argument("--n-eval", type=int, default=200)
+    build.set_defaults(func=cmd_corpus_build)
+
+    collect = sub.add_parser("collect", help="activation statistics per language")
+    collect.add_argument("--model", default=None, help="gemma-3-270m (default), a folder or an HF id")
+    collect.add_argument("--corpus", default=None, help="corpus folder (default: the embedded corpus)")
+    collect.add_argument("--out", required=True)
+    collect.add_argument("--languages")
+    collect.add_argument("--batch-size", type=int, default=16)
+    collect.add_argument("--max-length", type=int, default=256)
+    collect.add_argument("--max-tokens-per-language", type=int)
+    collect.add_argument("--sq-sums", action="store_true")
+    collect.set_defaults(func=cmd_collect)
+
+    identify = sub.add_parser("identify", help="select language neurons from stats")
+    identify.add_argument("stats")
+    identify.add_argument("--method", default="zhang2025", choices=["zhang2025", "lape", "specificity"])
+    identify.add_argument("--top-rate", type=float)
+    identify.add_argument("--lambda", dest="lambda_", help="zhang2025 λ: a number or 'auto'")
+    identify.add_argument("--out", required=True)
+    identify.set_defaults(func=cmd_identify)
+
+    ablate = sub.add_parser("ablate", help="deactivate one language's neurons; log-PPL on every language")
+    ablate.add_argument("--model", default=None)
+    ablate.add_argument("--neurons", required=True)
+    ablate.add_argument("--language", required=True)
+    ablate.add_argument("--classes", default="specific,related")
+    ablate.add_argument("--corpus", default=None)
+    ablate.add_argument("--n-texts", type=int, default=50)
+    ablate.add_argument("--out", required=True)
+    ablate.set_defaults(func=cmd_ablate)
+
+    generate = sub.add_parser("generate", help="steered and unsteered continuations side by side")
+    generate.add_argument("prompts", nargs="+")
+    generate.add_argument("--model", default=None)
+    generate.add_argument("--neurons")
+    generate.add_argument("--stats")
+    generate.add_argument("--force-language")
+    generate.add_argument("--mode", default=None)
+    generate.add_argument("--strength", type=float)
+    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--sample", action="store_true")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--out")
+    generate.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser("bench", help="run the benchmarks a TOML config names")
+    bench.add_argument("--config", required=True)
+    bench.add_argument("--out", required=True)
+    bench.set_defaults(func=cmd_bench)
+
+    compare = sub.add_parser("compare", help="compare two neuron sets (e.g. base vs aligned)")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--trained", help="languages the alignment trained on")
+    compare.add_argument("--out", required=True)
+    compare.set_defaults(func=cmd_compare)
+
+    demo = sub.add_parser("demo", help="the whole loop on the embedded model and corpus")
+    demo.add_argument("--out", required=True)
+    demo.add_argument("--quick", action="store_true", help="a tiny run (seconds), for smoke tests")
+    demo.set_defaults(func=cmd_demo)
+
+    align = sub.add_parser("align", help="LoRA multilingual alignment fine-tune, merged into a model folder")
+    align.add_argument("--model", default=None)
+    align.add_argument("--corpus", default=None)
+    align.add_argument("--train-languages", required=True)
+    align.add_argument("--out", required=True)
+    align.add_argument("--objective", default="translation")
+    align.add_argument("--steps", type=int, default=200)
+    align.add_argument("--rank", type=int, default=8)
+    align.add_argument("--batch-size", type=int, default=4)
+    align.add_argument("--max-length", type=int, default=128)
+    align.add_argument("--lr", type=float, default=2e-4)
+    align.add_argument("--seed", type=int, default=0)
+    align.set_defaults(func=cmd_align)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "mode", "") is None:
+        from steer.generate import DEFAULT_FORCE_MODE
+
+        args.mode = DEFAULT_FORCE_MODE
+    try:
+        args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"steer: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("steer: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

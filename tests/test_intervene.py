@@ -1,0 +1,156 @@
+"""Interventions: exactly the selected columns change, the KV cache and batching change nothing,
+hooks never outlive their block, bad input fails before any forward pass."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import steer
+from steer.hooks import attached, hook_count
+from steer.intervene import Intervention, active_steerings
+from steer.neurons import NeuronSet
+
+PROMPTS = ["The cat sits on", "Die Katze sitzt auf der", "猫は"]
+
+
+@pytest.fixture(scope="module")
+def handmade(tiny, tiny_stats):
+    membership = torch.zeros(3, 4, 128, dtype=torch.bool)
+    membership[0, 1, [3, 7, 11]] = True  # en
+    membership[1, 1, [7, 20]] = True  # de (7 shared with en)
+    membership[1, 3, 5] = True
+    membership[2, 2, :10] = True  # ja
+    return NeuronSet(tiny_stats.languages, membership, meta={"model": tiny_stats.meta["model"]})
+
+
+def _capture(model, layer=1, steering=None):
+    seen = {}
+    ids = model.tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
+    name = steer.model_info(model).site.down_input_hook(layer)
+    with torch.no_grad():
+        if steering is not None:
+            steering.apply()
+        try:
+            with attached(model, [(name, lambda x: seen.update(x=x.clone()))]):
+                model.original_model(ids)
+        finally:
+            if steering is not None:
+                steering.remove()
+    return seen["x"][0]
+
+
+@pytest.mark.parametrize("op", ["suppress", "scale", "set", "add", "diffmean"])
+def test_exactly_the_selected_columns_change(tiny, tiny_stats, handmade, op):
+    base = _capture(tiny)
+    spec = {
+        "suppress": Intervention("suppress", languages=["de"]),
+        "scale": Intervention("scale", languages=["de"], factor=3.0),
+        "set": Intervention("set", languages=["de"], target="ja"),
+        "add": Intervention("add", languages=["de"], target="ja", alpha=2.0),
+        "diffmean": Intervention("add", languages=["de"], target="ja", alpha=2.0, mode="diffmean"),
+    }[op]
+    steered = _capture(tiny, steering=steer.intervene(tiny, spec, neurons=handmade, stats=tiny_stats))
+    changed = (steered != base).any(0).nonzero().squeeze(1).tolist()
+    assert changed == [7, 20]
+    means = tiny_stats.means()
+    ja, de = tiny_stats.index("ja"), tiny_stats.index("de")
+    cols = torch.tensor([7, 20])
+    expected = {
+        "suppress": torch.zeros(base.shape[0], 2),
+        "scale": base[:, cols] * 3.0,
+        "set": means[ja, 1, cols].expand(base.shape[0], -1),
+        "add": base[:, cols] + 2.0 * means[ja, 1, cols],
+        "diffmean": base[:, cols] + 2.0 * (means[ja, 1, cols] - means[[0, de], 1][:, cols].mean(0)),
+    }[op]
+    torch.testing.assert_close(steered[:, cols], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_deactivate_one_language_with_the_context_manager(tiny, handmade):
+    base = _capture(tiny)
+    steered = _capture(tiny, steering=steer.deactivate(tiny, handmade["en"]))
+    assert (steered != base).any(0).nonzero().squeeze(1).tolist() == [3, 7, 11]
+    assert (steered[:, [3, 7, 11]] == 0).all()
+
+
+SPECS = [
+    Intervention("suppress", languages=["de", "ja"]),
+    Intervention("scale", factor=4.0),
+    Intervention("set", languages=["ja"], target="ja", alpha=3.0, phase="generated"),
+    Intervention("add", languages=["en"], target="de", alpha=5.0, phase="prompt"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.op}-{s.phase}")
+def test_kv_cache_and_batching_change_nothing(tiny, tiny_stats, handmade, spec):
+    kwargs = dict(interventions=[spec], neurons=handmade, stats=tiny_stats, max_new_tokens=8, return_logits=True,
+                  detect=False)
+    cached = steer.generate(tiny, PROMPTS, **kwargs)
+    uncached = steer.generate(tiny, PROMPTS, use_cache=False, **kwargs)
+    single = steer.generate(tiny, PROMPTS, batch_size=1, **kwargs)
+    plain = steer.generate(tiny, PROMPTS, max_new_tokens=8, return_logits=True, detect=False)
+    assert cached.texts == uncached.texts == single.texts
+    for a, b, c, d in zip(cached.logits, uncached.logits, single.logits, plain.logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(a, d, atol=1e-4)  # the intervention did something
+
+
+def test_generated_phase_leaves_the_prompt_alone(tiny, tiny_stats, handmade):
+    base = _capture(tiny)
+    later = _capture(tiny, steering=steer.intervene(tiny, Intervention("suppress", languages=["de"], phase="generated"),
+                                                     neurons=handmade))
+    now = _capture(tiny, steering=steer.intervene(tiny, Intervention("suppress", languages=["de"], phase="prompt"),
+                                                   neurons=handmade))
+    assert torch.equal(later, base)
+    assert (now[:, [7, 20]] == 0).all()
+
+
+def test_interventions_compose_in_order(tiny, tiny_stats, handmade):
+    both = steer.intervene(tiny, Intervention("suppress", languages=["de"]),
+                           Intervention("add", languages=["de"], target="ja", alpha=1.0),
+                           neurons=handmade, stats=tiny_stats)
+    steered = _capture(tiny, steering=both)
+    means = tiny_stats.means()[tiny_stats.index("ja"), 1, [7, 20]]
+    torch.testing.assert_close(steered[:, [7, 20]], means.expand(steered.shape[0], -1))
+
+
+def test_hooks_are_removed_after_an_exception(tiny, handmade):
+    own = []
+    with attached(tiny, [("blocks.0.mlp.hook_post", lambda x: own.append(1))]):
+        before = hook_count(tiny)
+        with pytest.raises(RuntimeError, match="boom"):
+            with steer.deactivate(tiny, handmade):
+                assert hook_count(tiny) == before + 3  # layers 1, 2, 3 only: layer 0 has no neuron
+                raise RuntimeError("boom")
+        assert hook_count(tiny) == before
+        tiny.original_model(tiny.tokenizer("x", return_tensors="pt")["input_ids"])
+        assert own  # the user's own hook survived
+    assert not active_steerings(tiny)
+
+
+def test_specs_are_plain_data():
+    spec = Intervention("deactivate", languages=["fr"], phase="generated")
+    assert spec.op == "suppress"
+    assert Intervention.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_bad_inputs_fail_before_any_forward(tiny, tiny_llama, tiny_stats, handmade):
+    calls = []
+    with attached(tiny, [("blocks.0.mlp.hook_pre", lambda x: calls.append(1))]):
+        with pytest.raises(ValueError, match="layers"):
+            steer.generate(tiny_llama, PROMPTS, interventions=[Intervention("suppress")], neurons=handmade)
+        with pytest.raises(ValueError, match="unknown language 'xx'"):
+            steer.generate(tiny, PROMPTS, interventions=[Intervention("suppress", languages=["xx"])], neurons=handmade)
+        with pytest.raises(ValueError, match="finite factor"):
+            Intervention("scale", factor=float("inf"))
+        with pytest.raises(ValueError, match="selects no neuron"):
+            steer.generate(tiny, PROMPTS, interventions=[Intervention("suppress", languages=["en"], layers=[0])],
+                           neurons=handmade)
+        with pytest.raises(ValueError, match="needs ActivationStats"):
+            steer.generate(tiny, PROMPTS, interventions=[Intervention("set", target="de")], neurons=handmade)
+        with pytest.raises(ValueError, match="unknown op"):
+            Intervention("explode")
+    assert calls == []

@@ -1,0 +1,103 @@
+"""Model loading, where neurons live per architecture, bridge-vs-HF parity, bad model inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import steer
+from steer.models import SITES, fast_attention, model_info, weights_hash
+from steer.testing import tiny_model_dir
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "gpt2"])
+def test_each_family_resolves_its_neuron_hooks(arch, tiny_root):
+    model = steer.load_model(tiny_model_dir(arch, root=tiny_root))
+    info = model_info(model)
+    assert info.n_layers == model.cfg.n_layers and info.d_mlp == 128
+    for layer in range(info.n_layers):
+        pre = model.hook_dict[info.site.activation_hook(layer)]
+        post = model.hook_dict[info.site.down_input_hook(layer)]
+        assert pre is not post
+
+
+def _hf_reference(folder):
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+def test_bridge_logits_equal_hf_and_fast_attention_restores(tiny, tiny_dir):
+    reference = _hf_reference(tiny_dir)
+    ids = tiny.tokenizer(["Hallo Welt, wie geht es?", "日本語のテキスト"], return_tensors="pt", padding=True)
+    mask = ids["attention_mask"].bool()
+    attn_before = [type(layer._original_component.self_attn) for layer in tiny.original_model.model.layers]
+    with torch.no_grad():
+        expected = reference(**ids).logits
+        bridged = tiny.original_model(**ids).logits
+        with fast_attention(tiny):
+            fast = tiny.original_model(**ids).logits
+    torch.testing.assert_close(bridged[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    assert [type(layer._original_component.self_attn) for layer in tiny.original_model.model.layers] == attn_before
+    assert tiny.original_model.config._attn_implementation == "eager"
+
+
+def test_the_neuron_hook_carries_the_gate_preactivation(tiny, tiny_dir):
+    """hook_pre is gate_proj's output: its sign is the sign of act_fn(gate) counted by the papers."""
+    reference = _hf_reference(tiny_dir)
+    seen, expected = {}, {}
+    handle = reference.model.layers[1].mlp.gate_proj.register_forward_hook(lambda m, i, o: expected.update(x=o))
+    ids = tiny.tokenizer(["Der Hund läuft."], return_tensors="pt")
+    with torch.no_grad(), steer.hooks.attached(tiny, [("blocks.1.mlp.hook_pre", lambda x: seen.update(x=x.clone()))]):
+        tiny.original_model(**ids)
+        reference(**ids)
+    handle.remove()
+    torch.testing.assert_close(seen["x"], expected["x"], atol=1e-5, rtol=1e-5)
+
+
+def test_weights_hash_changes_with_the_weights(tiny_dir):
+    model = _hf_reference(tiny_dir)
+    before = weights_hash(model)
+    assert weights_hash(model) == before
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0
+    assert weights_hash(model) != before
+
+
+def test_unknown_model_name_is_a_one_line_error():
+    with pytest.raises(ValueError, match="unknown model 'gemma-9'"):
+        steer.load_model("gemma-9")
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="not a model folder"):
+        steer.load_model(tmp_path)
+
+
+def test_unsupported_architecture_names_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}))
+    with pytest.raises(ValueError, match="architecture 't5' is not supported.*NeuronSite"):
+        steer.load_model(tmp_path)
+
+
+def test_every_family_has_sign_preserving_activations():
+    assert {"gemma", "llama", "gpt2", "bloom"} <= set(SITES)
+
+
+@pytest.mark.integration
+def test_embedded_gemma_matches_hf_and_kv_cache(gemma):
+    info = model_info(gemma)
+    assert (info.name, info.n_layers, info.d_mlp) == ("gemma-3-270m", 18, 2048)
+    reference = _hf_reference(steer.models.embedded_model_dir())
+    ids = gemma.tokenizer(["Le chat est assis sur le tapis."], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(gemma(ids["input_ids"]), reference(**ids).logits, atol=2e-4, rtol=1e-4)
+    prompts = ["Die Hauptstadt von Frankreich ist", "The capital of Japan is", "東京は"]
+    cached = steer.generate(gemma, prompts, max_new_tokens=12, return_logits=True)
+    uncached = steer.generate(gemma, prompts, max_new_tokens=12, use_cache=False, return_logits=True)
+    single = steer.generate(gemma, prompts, max_new_tokens=12, batch_size=1)
+    assert cached.texts == uncached.texts == single.texts
+    for a, b in zip(cached.logits, uncached.logits):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)

@@ -1,0 +1,178 @@
+"""Activation statistics: parity with a plain-torch reference, batching, padding, BOS, response-only,
+merging, two-process torch.distributed, checkpoint/resume, save/load and model checks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import steer
+from steer.hooks import attached, hook_count
+from steer.stats import ActivationStats
+
+from conftest import TEXTS
+
+
+def _reference_counts(folder, texts_by_language, include_bos=False):
+    """Counts with a plain HF model and torch hooks on gate_proj / down_proj, one text at a time."""
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    layers = model.model.layers
+    active = torch.zeros(len(texts_by_language), len(layers), layers[0].mlp.gate_proj.out_features, dtype=torch.long)
+    sums = torch.zeros(active.shape, dtype=torch.float64)
+    tokens = torch.zeros(len(texts_by_language), dtype=torch.long)
+    for k, texts in enumerate(texts_by_language.values()):
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            start = 0 if include_bos else 1
+            handles = []
+            for layer, block in enumerate(layers):
+                def gate(module, inputs, output, layer=layer):
+                    active[k, layer] += (output[0, start:] > 0).sum(0)
+
+                def down(module, inputs, layer=layer):
+                    sums[k, layer] += inputs[0][0, start:].double().sum(0)
+
+                handles += [block.mlp.gate_proj.register_forward_hook(gate),
+                            block.mlp.down_proj.register_forward_pre_hook(down)]
+            with torch.no_grad():
+                model(ids)
+            for handle in handles:
+                handle.remove()
+            tokens[k] += ids.shape[1] - start
+    return active, sums, tokens
+
+
+def test_counts_equal_a_plain_torch_reference(tiny, tiny_dir):
+    stats = steer.collect(tiny, TEXTS, batch_size=3, progress=False)
+    active, sums, tokens = _reference_counts(tiny_dir, TEXTS)
+    assert torch.equal(stats.tokens, tokens)
+    assert torch.equal(stats.active, active)
+    torch.testing.assert_close(stats.sums, sums, rtol=1e-4, atol=1e-3)
+
+
+def test_batched_counts_equal_one_text_at_a_time(tiny):
+    batched = steer.collect(tiny, TEXTS, batch_size=4, progress=False)
+    single = steer.collect(tiny, TEXTS, batch_size=1, progress=False)
+    assert torch.equal(batched.active, single.active) and torch.equal(batched.tokens, single.tokens)
+    torch.testing.assert_close(batched.sums, single.sums, rtol=1e-5, atol=1e-4)
+
+
+def test_pads_never_count_and_bos_is_optional(tiny):
+    text = {"en": ["short", "a much longer text that forces padding of the short one"]}
+    n_bytes = sum(len(t.encode()) for t in text["en"])
+    assert int(steer.collect(tiny, text, batch_size=2, progress=False).tokens[0]) == n_bytes
+    with_bos = steer.collect(tiny, text, batch_size=2, include_bos=True, progress=False)
+    assert int(with_bos.tokens[0]) == n_bytes + 2
+
+
+def test_response_only_counts_only_the_responses(tiny):
+    pairs = {"de": [("Translate: cat", " Katze"), ("Translate: dog", " Hund und Katze")]}
+    stats = steer.collect(tiny, pairs, batch_size=2, progress=False)
+    assert int(stats.tokens[0]) == len(" Katze".encode()) + len(" Hund und Katze".encode())
+    assert stats.meta["params"]["response_only"] is True
+    assert int(stats.active.max()) <= int(stats.tokens[0])
+
+
+def test_merge_of_disjoint_parts_equals_the_union(tiny):
+    first = {lang: texts[:2] for lang, texts in TEXTS.items()}
+    second = {lang: texts[2:] for lang, texts in TEXTS.items() if lang != "ja"}
+    merged = steer.collect(tiny, first, progress=False) + steer.collect(tiny, second, progress=False)
+    union = steer.collect(tiny, {lang: first[lang] + second.get(lang, []) for lang in TEXTS}, progress=False)
+    assert merged.languages == union.languages
+    assert torch.equal(merged.active, union.active) and torch.equal(merged.tokens, union.tokens)
+
+
+def _distributed_worker(rank, world, init_file, folder, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = steer.load_model(folder)
+        stats = steer.collect(model, TEXTS, batch_size=1, progress=False)
+        if rank == 0:
+            stats.save(out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_shard_and_all_reduce(tiny, tiny_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tiny_dir), str(tmp_path / "dist")), nprocs=2)
+    distributed = ActivationStats.load(tmp_path / "dist")
+    single = steer.collect(tiny, TEXTS, batch_size=1, progress=False)
+    assert distributed.meta["world_size"] == 2
+    assert torch.equal(distributed.active, single.active) and torch.equal(distributed.tokens, single.tokens)
+
+
+def test_interrupted_collection_resumes_without_double_counting(tiny, tmp_path):
+    full = steer.collect(tiny, TEXTS, batch_size=1, progress=False)
+    calls = {"n": 0}
+
+    def interrupt(activation):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+
+    hooks_before = hook_count(tiny)
+    with pytest.raises(KeyboardInterrupt), attached(tiny, [("blocks.0.mlp.hook_pre", interrupt)]):
+        steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
+    assert hook_count(tiny) == hooks_before
+    partial = ActivationStats.load(tmp_path / "ckpt" / "rank0")
+    assert 0 < partial.meta["done_batches"] < 9
+    resumed = steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
+    assert torch.equal(resumed.active, full.active) and torch.equal(resumed.tokens, full.tokens)
+
+
+def test_a_checkpoint_from_another_plan_is_refused(tiny, tmp_path):
+    steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", progress=False)
+    with pytest.raises(ValueError, match="another model, corpus or batch plan"):
+        steer.collect(tiny, TEXTS, batch_size=2, checkpoint=tmp_path / "ckpt", progress=False)
+
+
+def test_save_load_roundtrip_and_wrong_model(tiny, tiny_llama, tiny_stats, tmp_path):
+    tiny_stats.save(tmp_path / "stats")
+    loaded = ActivationStats.load(tmp_path / "stats", model=tiny)
+    assert torch.equal(loaded.active, tiny_stats.active) and loaded.languages == tiny_stats.languages
+    assert loaded.meta["model"]["weights_hash"] == steer.model_info(tiny).weights_hash
+    with pytest.raises(ValueError, match="4 layers × 128 neurons.*3 × 128"):
+        ActivationStats.load(tmp_path / "stats", model=tiny_llama)
+
+
+def test_from_counts_validates(tiny_stats):
+    stats = ActivationStats.from_counts(["a", "b"], torch.tensor([[[1, 2]], [[0, 3]]]), torch.tensor([4, 3]))
+    torch.testing.assert_close(stats.probs(), torch.tensor([[[0.25, 0.5]], [[0.0, 1.0]]]))
+    with pytest.raises(ValueError, match="active > tokens"):
+        ActivationStats.from_counts(["a"], torch.tensor([[[5]]]), torch.tensor([4]))
+    with pytest.raises(ValueError, match="2 languages but active has 1"):
+        ActivationStats.from_counts(["a", "b"], torch.tensor([[[1]]]), torch.tensor([4, 4]))
+
+
+def test_bad_collect_inputs(tiny):
+    with pytest.raises(ValueError, match="no language"):
+        steer.collect(tiny, TEXTS, languages=["xx"], progress=False)
+    with pytest.raises(ValueError, match="no tokens"):
+        steer.collect(tiny, {"en": [""]}, progress=False)
+
+
+def test_collect_leaves_no_hooks_and_restores_attention(tiny):
+    before = hook_count(tiny)
+    steer.collect(tiny, {"en": TEXTS["en"][:1]}, progress=False)
+    assert hook_count(tiny) == before
+    assert tiny.original_model.config._attn_implementation == "eager"
+
+
+@pytest.mark.integration
+def test_gemma_batched_counts_equal_single(gemma):
+    corpus = steer.load_corpus().subset(languages=["de", "ja", "km"], max_stats=4)
+    batched = steer.collect(gemma, corpus, batch_size=4, progress=False)
+    single = steer.collect(gemma, corpus, batch_size=1, progress=False)
+    assert torch.equal(batched.tokens, single.tokens)
+    assert torch.equal(batched.active, single.active)
