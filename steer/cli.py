@@ -134,10 +134,13 @@ def cmd_demo(args) -> None:
 def cmd_align(args) -> None:
     from steer.align import AlignConfig, align
 
-    config = AlignConfig(train_languages=_languages(args.train_languages), steps=args.steps, rank=args.rank,
-                         batch_size=args.batch_size, max_length=args.max_length, lr=args.lr, seed=args.seed,
-                         objective=args.objective)
-    print(f"aligned model -> {align(args.model, args.corpus, Path(args.out), config)}")
+    config = AlignConfig(
+        train_languages=_languages(args.train_languages), pivot=args.pivot, objective=args.objective,
+        steps=args.steps, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, max_length=args.max_length,
+        lr=args.lr, seed=args.seed, max_pairs=args.max_pairs, checkpoint_every=args.checkpoint_every,
+    )
+    out = align(args.model, args.corpus, Path(args.out), config, device=args.device)
+    print(f"aligned model -> {out} (load it with steer.load_model('{out}'))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,13 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--corpus", default=None)
     align.add_argument("--train-languages", required=True)
     align.add_argument("--out", required=True)
-    align.add_argument("--objective", default="translation")
+    align.add_argument("--pivot", default="en")
+    align.add_argument("--objective", default="translation", choices=["translation", "dpo"])
     align.add_argument("--steps", type=int, default=200)
     align.add_argument("--rank", type=int, default=8)
+    align.add_argument("--alpha", type=int, default=16)
     align.add_argument("--batch-size", type=int, default=4)
     align.add_argument("--max-length", type=int, default=128)
     align.add_argument("--lr", type=float, default=2e-4)
     align.add_argument("--seed", type=int, default=0)
+    align.add_argument("--max-pairs", type=int)
+    align.add_argument("--checkpoint-every", type=int, default=50)
+    align.add_argument("--device", default="cpu")
     align.set_defaults(func=cmd_align)
     return parser
 

@@ -130,19 +130,22 @@ def _check_activation(config, site: NeuronSite) -> None:
 
 
 def weights_hash(module: torch.nn.Module, samples_per_tensor: int = 4096) -> str:
-    """A fingerprint of the weights: names, shapes, dtypes and an evenly strided sample of each tensor.
+    """A fingerprint of the parameters: each distinct tensor's shape, dtype and an evenly strided sample.
 
-    Cheap enough to compute at every load (no full pass over the weights) and different for any two
-    checkpoints that differ in practice (a fine-tune changes sampled entries of every adapted matrix).
+    Names and order are left out on purpose, so a plain HF model and the same weights under a
+    TransformerLens bridge (which renames and aliases modules) hash alike. Cheap enough to compute at
+    every load (no full pass over the weights) and different for any two checkpoints that differ in
+    practice (a fine-tune changes sampled entries of every adapted matrix).
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    digests = set()
+    for tensor in module.parameters():
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)
         sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest = hashlib.sha256(f"{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
+        digests.add(digest.hexdigest())
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------------
