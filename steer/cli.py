@@ -30,18 +30,34 @@ def cmd_corpus_build(args) -> None:
 
 
 def cmd_collect(args) -> None:
+    import os
+
     import steer
 
-    model = steer.load_model(args.model)
-    corpus = steer.load_corpus(args.corpus)
-    out = Path(args.out)
-    stats = steer.collect(
-        model, corpus, languages=_languages(args.languages), batch_size=args.batch_size, max_length=args.max_length,
-        max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
-        checkpoint=out / "checkpoint",
-    )
-    stats.save(out)
-    print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        device = args.device
+        if distributed and device == "cuda":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        model = steer.load_model(args.model, device=device)
+        corpus = steer.load_corpus(args.corpus)
+        out = Path(args.out)
+        stats = steer.collect(
+            model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
+            max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
+            checkpoint=out / "checkpoint",
+        )
+        if not distributed or dist.get_rank() == 0:
+            stats.save(out)
+            print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
+    finally:
+        if distributed:
+            dist.destroy_process_group()
 
 
 def cmd_identify(args) -> None:
@@ -166,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--max-length", type=int, default=256)
     collect.add_argument("--max-tokens-per-language", type=int)
     collect.add_argument("--sq-sums", action="store_true")
+    collect.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)")
     collect.set_defaults(func=cmd_collect)
 
     identify = sub.add_parser("identify", help="select language neurons from stats")

@@ -77,6 +77,7 @@ def generate(
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
     max_new_tokens: int = 32,
+    min_new_tokens: int = 0,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -122,7 +123,7 @@ def generate(
             torch.manual_seed(seed + start)
             output = model.original_model.generate(
                 input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature if do_sample else None,
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample, temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
                 return_dict_in_generate=True, output_logits=return_logits,
             )

@@ -74,3 +74,36 @@ def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None 
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return target
+
+
+# The embedded model's architecture (Gemma 3 270M), for speed runs where its weights cannot be installed.
+GEMMA3_270M = dict(
+    model_type="gemma3_text", vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+    num_attention_heads=4, num_key_value_heads=1, head_dim=256, max_position_embeddings=32768,
+    sliding_window=512, hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=256, rms_norm_eps=1e-6,
+    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    tie_word_embeddings=True,
+)
+
+
+def random_gemma_dir(seed: int = 0, root: str | Path | None = None) -> Path:
+    """Gemma 3 270M's architecture with random weights: the same cost per token as the real model.
+
+    Uses the embedded model's tokenizer when it is installed, else the byte-level tokenizer (token
+    ids then stay below 260, which changes nothing about the cost of a token).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = Path(root or cache_root() / "random") / f"gemma-3-270m-random-seed{seed}"
+    if (target / "config.json").exists():
+        return target
+    embedded = cache_root() / "models" / "gemma-3-270m"
+    tokenizer = AutoTokenizer.from_pretrained(str(embedded)) if (embedded / "tokenizer.json").exists() else byte_tokenizer()
+    settings = dict(GEMMA3_270M)
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with atomic_path(target) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    return target
