@@ -148,6 +148,14 @@ class ActivationStats:
 
     __add__ = merge
 
+    def to(self, device) -> "ActivationStats":
+        """Move the counters to `device` in place (collection keeps them beside the activations)."""
+        for name in ("active", "tokens", "sums", "sq_sums"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                setattr(self, name, tensor.to(device))
+        return self
+
     def check_model(self, model) -> None:
         """A clear error when these stats were collected on another model (shape or weights)."""
         recorded = dict(self.meta.get("model", {}))
@@ -175,11 +183,11 @@ class ActivationStats:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {"active": self.active.contiguous(), "tokens": self.tokens.contiguous()}
+        tensors = {"active": self.active.cpu().contiguous(), "tokens": self.tokens.cpu().contiguous()}
         if self.sums is not None:
-            tensors["sums"] = self.sums.contiguous()
+            tensors["sums"] = self.sums.cpu().contiguous()
         if self.sq_sums is not None:
-            tensors["sq_sums"] = self.sq_sums.contiguous()
+            tensors["sq_sums"] = self.sq_sums.cpu().contiguous()
         with atomic_path(path / STATS_FILE) as tmp:
             save_file(tensors, str(tmp))
         write_json_atomic(path / META_FILE, self.to_dict_meta())
@@ -387,9 +395,10 @@ def collect(
         "plan": _plan_fingerprint(batches),
     }
     stats, done = _resume(checkpoint, meta, languages, info, sq_sums, rank)
+    device = next(model.original_model.parameters()).device
+    stats.to(device)  # counters live beside the activations: no host sync in the hot loop
     stats.meta["_stop_layer"] = info.n_layers - 1
     counter = _Counter(model, stats, range(info.n_layers))
-    device = next(model.original_model.parameters()).device
     todo = mine[done:]
     started = time.perf_counter()
     bar = _progress(progress and rank == 0, total=int(sum(batches[i].count_mask.sum() for i in mine)), initial=int(sum(batches[i].count_mask.sum() for i in mine[:done])))
@@ -413,6 +422,7 @@ def collect(
     stats.meta["seconds"] = round(time.perf_counter() - started, 3)
     if world > 1:
         _all_reduce(stats)
+    stats.to("cpu")
     if checkpoint is not None:
         _save_checkpoint(checkpoint, stats, len(mine), rank)
     return stats
