@@ -17,7 +17,7 @@ from torch import Tensor
 
 from steer.intervene import Intervention, Steering, active_steerings
 from steer.langid import detect_language
-from steer.models import fast_attention
+from steer.models import fast_path
 from steer.neurons import CLASSES, NeuronSet
 
 FORCE_MODES = ("set", "add", "diffmean")
@@ -111,9 +111,9 @@ def generate(
     logits: list[Tensor] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
-        stack.enter_context(fast_attention(model))
         if steering is not None:
             stack.enter_context(steering)
+        stack.enter_context(fast_path(model))  # after the hooks are attached
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             encoded = _left_padded(tokenizer, chunk, pad_id)

@@ -274,36 +274,52 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     raise ValueError(f"cannot find the decoder layers of {type(inner).__name__}")
 
 
-@contextlib.contextmanager
-def fast_attention(model) -> Iterator[None]:
-    """While active, attention runs through the HF module with SDPA instead of the bridge's eager copy.
+def _hooked_points(model) -> set[int]:
+    return {id(point) for point in model.hook_dict.values() if point._forward_hooks or point._forward_pre_hooks}
 
-    The bridge re-implements attention eagerly so that `hook_attn_scores` / `hook_pattern` can fire;
-    steer's MLP hooks do not need them. Inside this context those attention hooks do not fire; every
-    MLP, residual and projection hook point still does. Everything is restored on exit.
+
+def _owns_hooked_point(component: torch.nn.Module, hooked: set[int]) -> bool:
+    return any(id(child) in hooked for child in component._modules.values())
+
+
+@contextlib.contextmanager
+def fast_path(model) -> Iterator[None]:
+    """While active, the HF model runs as plain HF (SDPA attention) except where hooks are attached.
+
+    The bridge wraps every HF module (and re-implements attention eagerly so that attention-pattern
+    hooks can fire). Inside this context each bridge component is swapped back for its original HF
+    module unless it directly owns a hook point that has hooks attached *when the context is
+    entered*; so attach hooks first, then enter. Those hooks fire as usual; hook points without hooks
+    cost nothing. Everything is restored on exit, also after an exception.
     """
     hf_model = model.original_model
+    hooked = _hooked_points(model)
     swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
-    for layer in decoder_layers(model):
-        inner = getattr(layer, "_original_component", layer)
-        for attr in ("self_attn", "attn", "self_attention"):
-            bridge_attn = getattr(inner, attr, None)
-            original = getattr(bridge_attn, "_original_component", None)
-            if original is not None:
-                swaps.append((inner, attr, bridge_attn))
-                break
-    old_impl = hf_model.config._attn_implementation
+    configs = [c for c in (hf_model.config, getattr(hf_model.config, "text_config", None)) if c is not None]
+    old_impl = [c._attn_implementation for c in configs]
+
+    def unwrap(module: torch.nn.Module, seen: set[int]) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        for name, child in list(module._modules.items()):
+            original = None if child is None else child._modules.get("_original_component")
+            if original is not None and not _owns_hooked_point(child, hooked):
+                swaps.append((module, name, child))
+                module._modules[name] = original
+                child = original
+            if child is not None:
+                unwrap(child, seen)
+
     try:
-        for inner, attr, bridge_attn in swaps:
-            inner._modules[attr] = bridge_attn._original_component
-        hf_model.config._attn_implementation = "sdpa"
-        text_config = getattr(hf_model.config, "text_config", None)
-        if text_config is not None:
-            text_config._attn_implementation = "sdpa"
+        unwrap(hf_model, set())
+        for config in configs:
+            config._attn_implementation = "sdpa"
         yield
     finally:
-        for inner, attr, bridge_attn in swaps:
-            inner._modules[attr] = bridge_attn
-        hf_model.config._attn_implementation = old_impl
-        if text_config is not None:
-            text_config._attn_implementation = old_impl
+        for module, name, child in reversed(swaps):
+            module._modules[name] = child
+        for config, impl in zip(configs, old_impl):
+            config._attn_implementation = impl
+
+

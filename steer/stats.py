@@ -27,7 +27,7 @@ from torch import Tensor
 
 from steer._io import atomic_path, sha256_text, write_json_atomic
 from steer.hooks import StopForward, attached
-from steer.models import decoder, fast_attention, model_info
+from steer.models import decoder, fast_path, model_info
 
 STATS_FILE = "stats.safetensors"
 META_FILE = "stats.json"
@@ -403,7 +403,7 @@ def collect(
     started = time.perf_counter()
     bar = _progress(progress and rank == 0, total=int(sum(batches[i].count_mask.sum() for i in mine)), initial=int(sum(batches[i].count_mask.sum() for i in mine[:done])))
     try:
-        with torch.inference_mode(), fast_attention(model), attached(model, counter.hooks):
+        with torch.inference_mode(), attached(model, counter.hooks), fast_path(model):
             for step, index in enumerate(todo, start=done + 1):
                 batch = batches[index]
                 counter.language = batch.language

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import steer
-from steer.models import SITES, fast_attention, model_info, weights_hash
+from steer.models import SITES, fast_path, model_info, weights_hash
 from steer.testing import tiny_model_dir
 
 
@@ -22,26 +22,41 @@ def test_each_family_resolves_its_neuron_hooks(arch, tiny_root):
         pre = model.hook_dict[info.site.activation_hook(layer)]
         post = model.hook_dict[info.site.down_input_hook(layer)]
         assert pre is not post
+    ids = model.tokenizer(["Hallo Welt, wie geht es?"], return_tensors="pt")
+    with torch.no_grad():
+        bridged = model.original_model(**ids).logits
+        with fast_path(model):
+            fast = model.original_model(**ids).logits
+    torch.testing.assert_close(fast, bridged, atol=1e-4, rtol=1e-4)
 
 
 def _hf_reference(folder):
     return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
 
 
-def test_bridge_logits_equal_hf_and_fast_attention_restores(tiny, tiny_dir):
+def test_bridge_logits_equal_hf_and_fast_path_restores(tiny, tiny_dir):
     reference = _hf_reference(tiny_dir)
     ids = tiny.tokenizer(["Hallo Welt, wie geht es?", "日本語のテキスト"], return_tensors="pt", padding=True)
     mask = ids["attention_mask"].bool()
-    attn_before = [type(layer._original_component.self_attn) for layer in tiny.original_model.model.layers]
+    layers = tiny.original_model.model.layers
+    before = [type(layer) for layer in layers]
+    fired = []
     with torch.no_grad():
         expected = reference(**ids).logits
         bridged = tiny.original_model(**ids).logits
-        with fast_attention(tiny):
-            fast = tiny.original_model(**ids).logits
+        with steer.hooks.attached(tiny, [("blocks.2.mlp.hook_post", lambda x: fired.append(x.shape))]):
+            with fast_path(tiny):
+                assert type(tiny.original_model.model.layers[0]).__name__ == "Gemma3DecoderLayer"
+                fast = tiny.original_model(**ids).logits
+    assert len(fired) == 1  # the hooked point still fires inside the fast path
     torch.testing.assert_close(bridged[mask], expected[mask], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast[mask], expected[mask], atol=1e-4, rtol=1e-4)
-    assert [type(layer._original_component.self_attn) for layer in tiny.original_model.model.layers] == attn_before
+    assert [type(layer) for layer in tiny.original_model.model.layers] == before
     assert tiny.original_model.config._attn_implementation == "eager"
+    with pytest.raises(RuntimeError), fast_path(tiny):
+        raise RuntimeError("inside")
+    assert [type(layer) for layer in tiny.original_model.model.layers] == before
+    assert len(tiny.hook_dict) and all(name in tiny.hook_dict for name in ("blocks.0.mlp.hook_pre", "hook_embed"))
 
 
 def test_the_neuron_hook_carries_the_gate_preactivation(tiny, tiny_dir):
