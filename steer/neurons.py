@@ -254,6 +254,7 @@ class NeuronSet:
             "d_mlp": self.d_mlp,
             "meta": self.meta,
             "counts_per_layer": self.counts_per_layer(),
+            "layer_concentration": layer_concentration(self),
             "neurons": {lang: [ix.tolist() for ix in per_layer] for lang, per_layer in zip(self.languages, self.to_masks())},
             "general": [self.general[layer].nonzero().squeeze(1).tolist() for layer in range(self.n_layers)],
         }
