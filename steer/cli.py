@@ -129,7 +129,7 @@ def cmd_generate(args) -> None:
 def cmd_bench(args) -> None:
     from steer.bench.config import run_bench
 
-    run_bench(Path(args.config), Path(args.out))
+    run_bench(Path(args.config), Path(args.out), threads=args.threads)
 
 
 def cmd_compare(args) -> None:
@@ -144,7 +144,11 @@ def cmd_compare(args) -> None:
 def cmd_demo(args) -> None:
     from steer.bench.demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick)
+    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads)
+    print(f"report -> {Path(args.out) / 'report.md'}")
+    for key in ("diagonal_mean_delta_logppl", "offdiagonal_mean_delta_logppl", "random_control_mean_delta_logppl",
+                "forced_language_success"):
+        print(f"  {key}: {summary.get(key)}")
 
 
 def cmd_align(args) -> None:
@@ -220,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the benchmarks a TOML config names")
     bench.add_argument("--config", required=True)
     bench.add_argument("--out", required=True)
+    bench.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
     bench.set_defaults(func=cmd_bench)
 
     compare = sub.add_parser("compare", help="compare two neuron sets (e.g. base vs aligned)")
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on the embedded model and corpus")
     demo.add_argument("--out", required=True)
     demo.add_argument("--quick", action="store_true", help="a tiny run (seconds), for smoke tests")
+    demo.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
     demo.set_defaults(func=cmd_demo)
 
     align = sub.add_parser("align", help="LoRA multilingual alignment fine-tune, merged into a model folder")

@@ -1,0 +1,103 @@
+"""Helpers shared by the benchmarks: stable hashes, resumable partial results, progress bars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from steer._io import write_json_atomic
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """SHA-256 of the canonical JSON of `obj` (sorted keys): equal for equal configs."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def mean_or_none(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+class Partial:
+    """Results of the units of a long benchmark, saved after each unit so an interrupted run resumes.
+
+    The file holds a key (a hash of everything the results depend on); a file with another key
+    is ignored and overwritten, never mixed in.
+    """
+
+    def __init__(self, path: str | Path | None, key: str):
+        self.path = Path(path) if path is not None else None
+        self.key = key
+        self.done: dict[str, Any] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):
+                data = {}
+            if data.get("key") == key:
+                self.done = dict(data.get("done", {}))
+
+    def get(self, unit: str, compute: Callable[[], Any]) -> Any:
+        if unit not in self.done:
+            self.done[unit] = compute()
+            if self.path is not None:
+                write_json_atomic(self.path, {"key": self.key, "done": self.done})
+        return self.done[unit]
+
+    def discard(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
+class NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it"):
+    if not enabled:
+        return NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
+
+
+def neuron_fingerprint(neurons) -> str:
+    """A hash of a NeuronSet's content (languages, membership, general)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(neurons.languages).encode())
+    digest.update(neurons.membership.numpy().tobytes())
+    digest.update(neurons.general.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def texts_fingerprint(texts: dict[str, list]) -> str:
+    return stable_hash({lang: list(map(str, items)) for lang, items in texts.items()})

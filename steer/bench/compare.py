@@ -1,0 +1,173 @@
+"""Compare two neuron sets of the same model shape: A (before, e.g. the base model) and B (after,
+e.g. the aligned model), as in Zhang et al. (2025).
+
+Pure functions on NeuronSets: counts by sharing N before / after, per-layer change per class,
+overlap per class, and, given the languages an alignment was trained on, the change in specific
+and related neuron counts for trained versus untrained languages (their Table 2: "spontaneous
+multilingual alignment" is untrained languages moving the same way as trained ones).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from steer.neurons import NeuronSet
+
+CLASSES = ("specific", "related", "general")
+
+
+def _restrict(neurons: NeuronSet, languages: list[str]) -> NeuronSet:
+    if list(neurons.languages) == languages:
+        return neurons
+    rows = [neurons.index(lang) for lang in languages]
+    return NeuronSet(languages, neurons.membership[rows], neurons.general, neurons.method, dict(neurons.params),
+                     dict(neurons.meta))
+
+
+def _change(a: float, b: float) -> dict:
+    return {"a": a, "b": b, "change": b - a, "relative": (b - a) / a if a else None}
+
+
+def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | None = None) -> dict:
+    """What changed from A to B. Both sets must have the same shape (layers × neurons).
+
+    Only the languages of both sets are compared (sharing N is counted over them); the others
+    are listed in `languages_dropped`. `trained`: languages the model was aligned on; the rest
+    of the common languages are "untrained".
+    """
+    if (a.n_layers, a.d_mlp) != (b.n_layers, b.d_mlp):
+        raise ValueError(
+            f"cannot compare neuron sets of different model shapes: {a.n_layers}×{a.d_mlp} vs {b.n_layers}×{b.d_mlp}"
+        )
+    common = [lang for lang in a.languages if lang in b.languages]
+    if not common:
+        raise ValueError(f"the two neuron sets share no language ({a.languages} vs {b.languages})")
+    dropped = sorted((set(a.languages) | set(b.languages)) - set(common))
+    a, b = _restrict(a, common), _restrict(b, common)
+
+    sharing_a, sharing_b = a.counts_by_sharing(), b.counts_by_sharing()
+    by_sharing = {str(n): _change(sharing_a.get(n, 0), sharing_b.get(n, 0)) for n in range(1, len(common) + 1)}
+
+    layers_a, layers_b = a.counts_per_layer(), b.counts_per_layer()
+    per_layer = {cls: {"a": layers_a[cls], "b": layers_b[cls],
+                       "change": [y - x for x, y in zip(layers_a[cls], layers_b[cls])]} for cls in CLASSES}
+
+    overlap = {}
+    for cls in CLASSES:
+        mask_a, mask_b = a.class_mask(cls), b.class_mask(cls)
+        inter, union = int((mask_a & mask_b).sum()), int((mask_a | mask_b).sum())
+        overlap[cls] = {"a": int(mask_a.sum()), "b": int(mask_b.sum()), "intersection": inter, "union": union,
+                        "jaccard": inter / union if union else 1.0}
+    inter = int((a.membership & b.membership).sum())
+    union = int((a.membership | b.membership).sum())
+    overlap["language_membership"] = {"a": int(a.membership.sum()), "b": int(b.membership.sum()),
+                                      "intersection": inter, "union": union, "jaccard": inter / union if union else 1.0}
+
+    per_a, per_b = a.counts_per_language(), b.counts_per_language()
+    per_language = {lang: {cls: _change(per_a[lang][cls], per_b[lang][cls]) for cls in ("specific", "related")}
+                    for lang in common}
+    result = {
+        "benchmark": "compare",
+        "a": {"method": a.method, "params": a.params, "model": a.meta.get("model", {}).get("name"),
+              "weights_hash": a.meta.get("model", {}).get("weights_hash"), "n": len(a)},
+        "b": {"method": b.method, "params": b.params, "model": b.meta.get("model", {}).get("name"),
+              "weights_hash": b.meta.get("model", {}).get("weights_hash"), "n": len(b)},
+        "languages": common,
+        "languages_dropped": dropped,
+        "by_sharing": by_sharing,
+        "per_layer": per_layer,
+        "overlap": overlap,
+        "per_language": per_language,
+        "trained_vs_untrained": None,
+    }
+    if trained is not None:
+        trained = list(trained)
+        unknown = [lang for lang in trained if lang not in common]
+        if unknown:
+            raise ValueError(f"trained language(s) {unknown} are not in both neuron sets ({common})")
+        untrained = [lang for lang in common if lang not in trained]
+        groups = {"trained": trained, "untrained": untrained}
+        table = {"trained": trained, "untrained": untrained}
+        for cls in ("specific", "related"):
+            table[cls] = {}
+            for group, langs in groups.items():
+                if not langs:
+                    table[cls][group] = None
+                    continue
+                total_a = sum(per_a[lang][cls] for lang in langs)
+                total_b = sum(per_b[lang][cls] for lang in langs)
+                entry = _change(total_a, total_b)
+                entry["mean_per_language_a"] = total_a / len(langs)
+                entry["mean_per_language_b"] = total_b / len(langs)
+                entry["mean_change_per_language"] = (total_b - total_a) / len(langs)
+                table[cls][group] = entry
+        same = []
+        for cls in ("specific", "related"):
+            t, u = table[cls]["trained"], table[cls]["untrained"]
+            if t is not None and u is not None and t["change"] != 0:
+                same.append((t["change"] > 0) == (u["change"] > 0) and u["change"] != 0)
+        table["untrained_follow_trained"] = all(same) if same else None
+        result["trained_vs_untrained"] = table
+    return result
+
+
+def _fmt_change(entry: dict | None) -> str:
+    if entry is None:
+        return "–"
+    rel = f" ({entry['relative']:+.0%})" if entry.get("relative") is not None else ""
+    return f"{entry['a']} → {entry['b']} ({entry['change']:+d}){rel}"
+
+
+def compare_markdown(result: dict, figure: str | None = None) -> str:
+    """A markdown section for `report.md` describing a comparison."""
+    lines = ["## Neuron sets compared: A → B", ""]
+    lines.append(
+        f"A = {result['a']['method']} ({result['a']['model'] or 'model ?'}), "
+        f"B = {result['b']['method']} ({result['b']['model'] or 'model ?'}); languages: {', '.join(result['languages'])}"
+        + (f" (dropped, not in both: {', '.join(result['languages_dropped'])})" if result["languages_dropped"] else "")
+        + "."
+    )
+    lines.append("")
+    if figure:
+        lines += [f"![neuron counts before and after]({figure})", ""]
+    ov = result["overlap"]
+    lines.append(
+        "Each panel compares the two sets neuron by neuron: how many neurons each language-sharing level N holds "
+        "and how every layer's class counts move from A to B; "
+        f"A and B agree on {ov['language_membership']['jaccard']:.0%} of (language, neuron) memberships (Jaccard)."
+    )
+    lines += ["", "| N (languages sharing) | A → B (change) |", "|---|---|"]
+    lines += [f"| {n} | {_fmt_change(entry)} |" for n, entry in result["by_sharing"].items()]
+    lines += ["", "| class | A | B | both | Jaccard |", "|---|---|---|---|---|"]
+    lines += [f"| {cls} | {o['a']} | {o['b']} | {o['intersection']} | {o['jaccard']:.2f} |"
+              for cls, o in ov.items()]
+    table = result.get("trained_vs_untrained")
+    if table:
+        lines += ["", "Trained vs untrained languages (sum over the group's languages; Zhang et al. 2025, Table 2):", "",
+                  "| group | languages | specific | related |", "|---|---|---|---|"]
+        for group in ("trained", "untrained"):
+            lines.append(f"| {group} | {', '.join(table[group]) or '–'} | {_fmt_change(table['specific'][group])} | "
+                         f"{_fmt_change(table['related'][group])} |")
+        follow = table["untrained_follow_trained"]
+        if follow is not None:
+            lines += ["", ("Untrained languages change in the same direction as trained ones "
+                           "(consistent with spontaneous multilingual alignment)." if follow else
+                           "Untrained languages do not change in the same direction as trained ones "
+                           "(no sign of spontaneous multilingual alignment here).")]
+    return "\n".join(lines) + "\n"
+
+
+def write_compare_report(result: dict, out: str | Path) -> Path:
+    """Write `out/compare.json`, `out/compare.png` and `out/report.md` (atomically); returns report.md's path."""
+    from steer._io import write_json_atomic, write_text_atomic
+    from steer.bench.plots import plot_compare
+
+    import steer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "compare.json", {**result, "steer_version": steer.__version__})
+    plot_compare(result, out / "compare.png")
+    return write_text_atomic(out / "report.md", "# steer: neuron set comparison\n\n" + compare_markdown(result, "compare.png"))
+

@@ -1,0 +1,212 @@
+"""The end-to-end demo: corpus → stats → neurons (zhang2025, lape) → ΔPPL matrix with random
+control → forced-language generation → low-resource transfer → layer distribution → report.
+
+`run_demo(out)` runs it on the embedded Gemma 3 270M and the LibreOffice-help corpus (10
+languages), sized for a 2-core CPU (about a quarter of an hour); it writes `out/summary.json`
+(the headline numbers and the seconds of each stage) and `out/report.md` with its figures, and
+resumes where it stopped when run again on the same `out`. `demo_config()` is the same run as a
+`BenchConfig` (`benchmarks/demo.toml` holds it as TOML).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from steer._io import write_json_atomic
+from steer.models import model_info
+from steer.bench.config import (
+    BenchConfig, BenchEntry, CompareBench, CorpusConfig, DeltaPPLBench, ForcedBench, LayersBench, ModelConfig,
+    NeuronConfig, StatsConfig, TransferBench, execute, preamble, result_meta, sections, torch_threads,
+)
+
+TITLE = "steer demo: language neurons, switched off and turned up"
+QUICK_LANGUAGES = ("en", "de", "eu")
+
+# Sizes of the full demo (chosen so the whole run takes ~15 min on 2 CPU cores; see README).
+FULL = dict(max_tokens_per_language=10_000, n_eval=8, max_length=128, n_random=3, n_prompts=2,
+            max_new_tokens=16, sweep_targets=["de", "ja", "eu"], transfer_texts=5, top_rate=0.01)
+QUICK = dict(max_tokens_per_language=300, n_eval=2, max_length=32, n_random=1, n_prompts=1,
+             max_new_tokens=4, sweep_targets=None, transfer_texts=2, top_rate=0.05)
+
+
+def demo_config(
+    *,
+    quick: bool = False,
+    model: str | None = None,
+    corpus_source: str = "libreoffice",
+    languages: Sequence[str] | None = None,
+    **knobs,
+) -> BenchConfig:
+    """The demo as a BenchConfig. `knobs` override the sizes in FULL / QUICK (same names)."""
+    sizes = dict(QUICK if quick else FULL)
+    unknown = sorted(set(knobs) - set(sizes))
+    if unknown:
+        raise ValueError(f"unknown demo knob '{unknown[0]}' (known: {', '.join(sorted(sizes))})")
+    sizes.update({k: v for k, v in knobs.items() if v is not None})
+    neurons = {
+        "zhang2025": NeuronConfig(method="zhang2025", params={"top_rate": sizes["top_rate"]}),
+        "lape": NeuronConfig(method="lape", params={"top_rate": sizes["top_rate"]}),
+    }
+    sweep_strengths = [2.0] if quick else [1.0, 2.0, 4.0]
+    sweep_modes = ["add"] if quick else ["set", "add", "diffmean"]
+    benchmarks = [
+        BenchEntry("delta_ppl", "delta_ppl", DeltaPPLBench(
+            neurons="zhang2025", variants=["specific+related"], max_length=sizes["max_length"],
+            n_random=sizes["n_random"], random_columns="diagonal")),
+        BenchEntry("delta_ppl", "delta_ppl_variants", DeltaPPLBench(
+            neurons="zhang2025", variants=["specific", "specific+related+general"], cells="diagonal",
+            max_length=sizes["max_length"], n_random=0, random_columns="none")),
+        BenchEntry("delta_ppl", "delta_ppl_lape", DeltaPPLBench(
+            neurons="lape", variants=["specific+related"], cells="diagonal", max_length=sizes["max_length"],
+            n_random=1, random_columns="diagonal")),
+        BenchEntry("forced", "forced", ForcedBench(
+            neurons="zhang2025", n_prompts=sizes["n_prompts"], max_new_tokens=sizes["max_new_tokens"],
+            sweep_modes=sweep_modes, sweep_strengths=sweep_strengths, sweep_n_prompts=1,
+            sweep_targets=sizes["sweep_targets"])),
+        BenchEntry("transfer", "transfer", TransferBench(
+            neurons="zhang2025", n_texts=sizes["transfer_texts"], max_length=sizes["max_length"], n_random=1)),
+        BenchEntry("layers", "layers", LayersBench(neurons="zhang2025")),
+        BenchEntry("layers", "layers_lape", LayersBench(neurons="lape")),
+        BenchEntry("compare", "compare_methods", CompareBench(a="lape", b="zhang2025")),
+    ]
+    return BenchConfig(
+        model=ModelConfig(name=model or "gemma-3-270m"),
+        corpus=CorpusConfig(source=corpus_source, languages=list(languages) if languages else None,
+                            n_eval=sizes["n_eval"]),
+        stats=StatsConfig(max_tokens_per_language=sizes["max_tokens_per_language"], batch_size=8,
+                          max_length=sizes["max_length"]),
+        neurons=neurons,
+        benchmarks=benchmarks,
+        title=TITLE,
+    )
+
+
+def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
+    """The headline numbers of a demo run (the keys `steer demo` promises in summary.json)."""
+    delta = results["delta_ppl"]["variants"]["specific+related"]["summary"]
+    diag = delta["diagonal_mean_delta_logppl"]
+    off = delta["offdiagonal_mean_delta_logppl"]
+    rand = delta.get("random_control_mean_delta_logppl")
+    forced = results["forced"]
+    zhang = ctx.neurons["zhang2025"]
+    summary = {
+        "languages": list(ctx.corpus.languages),
+        "model": model_info(ctx.model).name,
+        "diagonal_mean_delta_logppl": diag,
+        "offdiagonal_mean_delta_logppl": off,
+        "random_control_mean_delta_logppl": rand,
+        "random_control_cells": results["delta_ppl"]["variants"]["specific+related"]["random"]["columns"]
+        if results["delta_ppl"]["variants"]["specific+related"].get("random") else None,
+        "diagonal_exceeds_offdiagonal": None if diag is None or off is None else diag > off,
+        "diagonal_exceeds_random_control": None if diag is None or rand is None else diag > rand,
+        "diagonal_is_row_max_fraction": delta.get("diagonal_is_row_max"),
+        "diagonal_is_column_max_fraction": delta.get("diagonal_is_column_max"),
+        "forced_language_success": forced["success_rate"],
+        "forced_language_mode": forced["mode"],
+        "forced_language_strength": forced["strength"],
+        "unsteered_in_source_language": forced["unsteered"]["in_source_language"],
+        "neurons_per_layer": zhang.counts_per_layer(),
+        "neurons_total": {name: {"specific": int(n.class_mask("specific").sum()),
+                                 "related": int(n.class_mask("related").sum()), "general": int(n.general.sum())}
+                          for name, n in ctx.neurons.items()},
+        "stages": [{"name": st["name"], "layers": st["layers"]} for st in results["layers"]["stages"]],
+    }
+    if "delta_ppl_variants" in results:
+        summary["variants_diagonal_mean_delta_logppl"] = {
+            v: block["summary"]["diagonal_mean_delta_logppl"] for v, block in results["delta_ppl_variants"]["variants"].items()
+        }
+        summary["variants_diagonal_mean_delta_logppl"]["specific+related"] = diag
+    if "delta_ppl_lape" in results:
+        lape = results["delta_ppl_lape"]["variants"]["specific+related"]["summary"]
+        summary["lape_diagonal_mean_delta_logppl"] = lape["diagonal_mean_delta_logppl"]
+        summary["lape_random_control_mean_delta_logppl"] = lape.get("random_control_mean_delta_logppl")
+    if forced.get("sweep"):
+        summary["forced_language_sweep"] = {"strengths": forced["sweep"]["strengths"], "success": forced["sweep"]["success"]}
+    if "transfer" in results:
+        summary["transfer"] = results["transfer"]["summary"]
+    english = results["layers"].get("english")
+    if english:
+        summary["english_language_neurons_ratio"] = english["ratio"]
+    summary["seconds"] = seconds
+    return summary
+
+
+def summary_section(summary: dict) -> str:
+    def f(v):
+        return "–" if v is None else f"{v:+.3f}"
+
+    yes = {True: "yes", False: "no", None: "–"}
+    lines = [
+        "## Summary", "",
+        f"- Deactivating a language's neurons (zhang2025, specific+related) raises its own loss by {f(summary['diagonal_mean_delta_logppl'])} "
+        f"nats/token on average (diagonal), other languages' by {f(summary['offdiagonal_mean_delta_logppl'])} (off-diagonal), and "
+        f"random neurons of the same per-layer counts raise it by {f(summary['random_control_mean_delta_logppl'])}: "
+        f"diagonal > off-diagonal: {yes[summary['diagonal_exceeds_offdiagonal']]}; diagonal > random: "
+        f"{yes[summary['diagonal_exceeds_random_control']]}.",
+        f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}) "
+        f"succeeds for {summary['forced_language_success']:.0%} of (source, target) continuations.",
+        f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    model=None,
+    corpus=None,
+    languages: Sequence[str] | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    **knobs,
+) -> dict:
+    """Run the demo into `out`; returns the summary (also written to `out/summary.json`).
+
+    `quick`: a tiny size for tests (3 languages, a few texts, few tokens). `model`: a model name,
+    folder or loaded model (default: the embedded Gemma 3 270M). `corpus`: a Corpus or a corpus
+    name / path (default: the LibreOffice help). `languages`: which languages (default: the
+    corpus's; with `quick`, en, de, eu where present). `knobs`: sizes, see `FULL`
+    (max_tokens_per_language, n_eval, max_length, n_random, n_prompts, max_new_tokens,
+    sweep_targets, transfer_texts, top_rate). `threads`: torch CPU threads for the run (restored
+    after); on a CPU shared with other work, 1 can be several times faster than the default.
+    """
+    from steer.bench.report import write_report
+    from steer.corpus import Corpus, load_corpus
+
+    started = time.perf_counter()
+    out = Path(out)
+    if corpus is not None and not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus, progress=progress)
+    if languages is None and quick:
+        available = corpus.languages if corpus is not None else list(QUICK_LANGUAGES)
+        languages = [lang for lang in QUICK_LANGUAGES if lang in available] or list(available[:3])
+        if len(languages) < 2:
+            languages = list(available[:3])
+    model_name = model if isinstance(model, (str, Path)) else None
+    config = demo_config(quick=quick, model=str(model_name) if model_name else None, languages=languages, **knobs)
+    if corpus is not None:
+        config.corpus.source = corpus.source or "in-memory"
+    if config.corpus.languages is not None and len(config.corpus.languages) > 1:
+        _check_sweep_targets(config)
+    with torch_threads(threads):
+        ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress)
+    seconds = dict(stages.seconds())
+    seconds.pop("report", None)
+    seconds["this_run"] = round(time.perf_counter() - started, 2)
+    summary = summarize(results, ctx, seconds)
+    summary["resumed"] = list(stages.resumed)
+    summary["meta"] = result_meta(ctx)
+    write_json_atomic(out / "summary.json", summary)
+    write_report(out, [summary_section(summary)] + sections(config, results), title=config.title, preamble=preamble(ctx))
+    return summary
+
+
+def _check_sweep_targets(config: BenchConfig) -> None:
+    for entry in config.benchmarks:
+        if entry.kind == "forced" and entry.spec.sweep_targets:
+            kept = [t for t in entry.spec.sweep_targets if t in config.corpus.languages]
+            entry.spec.sweep_targets = kept or None
