@@ -134,11 +134,27 @@ def cmd_bench(args) -> None:
 
 def cmd_compare(args) -> None:
     import steer
+    from steer._io import write_json_atomic, write_text_atomic
+    from steer.bench.alignment import alignment_claims, alignment_markdown, alignment_perplexity
     from steer.bench.compare import compare_neuron_sets, write_compare_report
+    from steer.corpus import LOW_RESOURCE
 
-    result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=_languages(args.trained))
-    write_compare_report(result, Path(args.out))
-    print(f"comparison -> {args.out}")
+    trained = _languages(args.trained)
+    result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=trained)
+    report = write_compare_report(result, Path(args.out))
+    print(f"comparison -> {report}")
+    if not trained:
+        return
+    ppl = None
+    if args.base_model and args.aligned_model:
+        corpus = steer.load_corpus(args.corpus)
+        ppl = alignment_perplexity(steer.load_model(args.base_model), steer.load_model(args.aligned_model), corpus,
+                                   languages=result["languages"], n_eval=args.n_eval)
+    claims = alignment_claims(result, ppl, trained, LOW_RESOURCE)
+    write_json_atomic(Path(args.out) / "alignment.json", {"trained": trained, "claims": claims, "perplexity": ppl})
+    section = alignment_markdown(claims, ppl, trained)
+    write_text_atomic(report, report.read_text() + "\n" + section)
+    print(section)
 
 
 def cmd_demo(args) -> None:
@@ -231,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a")
     compare.add_argument("b")
     compare.add_argument("--trained", help="languages the alignment trained on")
+    compare.add_argument("--base-model", help="with --aligned-model: add held-out perplexity before/after")
+    compare.add_argument("--aligned-model")
+    compare.add_argument("--corpus", default=None)
+    compare.add_argument("--n-eval", type=int, default=8)
     compare.add_argument("--out", required=True)
     compare.set_defaults(func=cmd_compare)
 
