@@ -58,3 +58,10 @@ def sha256_text(*parts: str) -> str:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def steer_version() -> str:
+    """The installed steer version, written into every file steer makes."""
+    import steer
+
+    return steer.__version__

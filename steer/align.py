@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 import torch
 
-from steer._io import atomic_path, write_json_atomic
+from steer._io import atomic_path, write_json_atomic, steer_version
 
 __all__ = [
     "AlignConfig",
@@ -72,15 +72,6 @@ _MAX_WARMUP = 10
 
 class _Stop(Exception):
     """Raised by the `_stop_after` test hook: the run stops as if killed after that step."""
-
-
-def _steer_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("steer")
-    except Exception:
-        return "dev"
 
 
 def language_name(code: str) -> str:
@@ -515,7 +506,7 @@ def _save_checkpoint(folder: Path, model, optimizer, step: int, identity: dict, 
         for key, value in optimizer.state.get(p, {}).items():
             if torch.is_tensor(value):
                 opt_tensors[f"{name}::{key}"] = value.detach().to("cpu").contiguous().clone()
-    state = {"format": _CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION, "steer_version": _steer_version(),
+    state = {"format": _CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION, "steer_version": steer_version(),
              "step": step, **identity, **extra}  # fmt: skip
     with atomic_path(folder) as tmp:
         tmp.mkdir()
@@ -651,7 +642,7 @@ def align(
         info = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
-            "steer_version": _steer_version(),
+            "steer_version": steer_version(),
             "base_model": base_name,
             "base_source": source,
             "base_weights_hash": base_hash,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from steer._io import atomic_path, cache_root, sha256_text, write_json_atomic
+from steer._io import atomic_path, cache_root, sha256_text, write_json_atomic, steer_version
 
 __all__ = [
     "DEFAULT_LANGUAGES",
@@ -70,15 +70,6 @@ _MIN_PARALLEL = 1000
 _BRING_YOUR_OWN = (
     "or bring your own corpus with `steer corpus build --from-dir DIR` (a folder of <lang>.txt) or --jsonl FILE"
 )
-
-
-def _steer_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("steer")
-    except Exception:
-        return "dev"
 
 
 def _key_hash(key: str) -> int:
@@ -202,7 +193,7 @@ class Corpus:
             "source": self.source,
             "parallel": self.parallel,
             "fingerprint": self.fingerprint(),
-            "steer_version": _steer_version(),
+            "steer_version": steer_version(),
             "counts": self.counts(),
             "ids": self.ids,
         }

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from steer._io import write_json_atomic
+from steer._io import write_json_atomic, steer_version
 
 CLASSES = ("specific", "related")
 
@@ -242,11 +242,9 @@ class NeuronSet:
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
-        import steer
-
         return {
             "format": "steer.NeuronSet/1",
-            "steer_version": steer.__version__,
+            "steer_version": steer_version(),
             "method": self.method,
             "params": self.params,
             "languages": self.languages,

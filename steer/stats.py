@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steer._io import atomic_path, sha256_text, write_json_atomic
+from steer._io import atomic_path, sha256_text, write_json_atomic, steer_version
 from steer.hooks import StopForward, attached
 from steer.models import decoder, fast_path, model_info
 
@@ -163,8 +163,6 @@ class ActivationStats:
         check_model(recorded, model, "these stats")
 
     def to_dict_meta(self) -> dict:
-        import steer
-
         return {
             **self.meta,
             "languages": self.languages,
@@ -173,7 +171,7 @@ class ActivationStats:
             "tokens": dict(zip(self.languages, self.tokens.tolist())),
             "has_sums": self.sums is not None,
             "has_sq_sums": self.sq_sums is not None,
-            "steer_version": steer.__version__,
+            "steer_version": steer_version(),
         }
 
     # ---------------------------------------------------------------- I/O

@@ -54,6 +54,15 @@ def tiny_neurons(tiny_stats):
     return steer.identify(tiny_stats, method="zhang2025", top_rate=0.05)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are dominated by thread start-up: on a busy 2-core machine one thread is much faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def gemma():
     return steer.load_model()

@@ -19,13 +19,7 @@ EU = ["katua gorria da", "txakurra txikia da", "eguzkia beroa da", "autoa azkarr
 OM = ["adurreen diimaa dha", "sareen xiqqaa dha", "aduun ho'aa dha", "konkolaataan ariifataa dha"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are dominated by thread start-up; on a busy 2-core machine 2 threads are ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
