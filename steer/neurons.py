@@ -225,18 +225,13 @@ class NeuronSet:
     def random_like(self, seed: int = 0) -> "NeuronSet":
         """A random control: per language, the same number of neurons in each layer, drawn uniformly."""
         generator = torch.Generator().manual_seed(seed)
-        membership = torch.zeros_like(self.membership)
-        per_layer = self.membership.sum(2)
-        for k in range(len(self.languages)):
-            for layer in range(self.n_layers):
-                n = int(per_layer[k, layer])
-                if n:
-                    membership[k, layer, torch.randperm(self.d_mlp, generator=generator)[:n]] = True
-        general = torch.zeros_like(self.general)
-        for layer in range(self.n_layers):
-            n = int(self.general[layer].sum())
-            if n:
-                general[layer, torch.randperm(self.d_mlp, generator=generator)[:n]] = True
+
+        def draw(counts: Tensor) -> Tensor:  # counts [..., layer] -> mask [..., layer, neuron]
+            ranks = torch.rand(*counts.shape, self.d_mlp, generator=generator).argsort(-1).argsort(-1)
+            return ranks < counts[..., None]
+
+        membership = draw(self.membership.sum(2))
+        general = draw(self.general.sum(1))
         return NeuronSet(list(self.languages), membership, general, f"random_like({self.method})",
                          {"seed": seed}, dict(self.meta))
 
