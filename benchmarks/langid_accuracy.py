@@ -9,7 +9,6 @@ common wrong label (with its count).  Not a test: it prints numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from pathlib import Path

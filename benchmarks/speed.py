@@ -228,7 +228,7 @@ def main() -> None:
     ]
     print(f"\nsteer speed — {figures['device']} ({figures['cpu']}, {figures['threads']} threads), {args.dtype}, "
           f"{figures['weights']} weights, {tokens} tokens, median of {args.repeats}")
-    print(f"| figure | ratio | goal |\n|---|---|---|")
+    print("| figure | ratio | goal |\n|---|---|---|")
     for name, value, goal in rows:
         print(f"| {name} | {value:.2f} | {'≥ %.1f' % goal if goal else ''} |")
     print(f"| bare forward tokens/s | {figures['bare_forward_tok_s']:.0f} | |")

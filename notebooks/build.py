@@ -1,7 +1,6 @@
 """Write notebooks/*.ipynb (no outputs) with nbformat. Run: .venv/bin/python notebooks/build.py"""
 
 from pathlib import Path
-import sys
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook

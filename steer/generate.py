@@ -18,7 +18,7 @@ from torch import Tensor
 from steer.intervene import Intervention, Steering, active_steerings
 from steer.langid import detect_language
 from steer.models import fast_path
-from steer.neurons import CLASSES, NeuronSet
+from steer.neurons import NeuronSet
 
 FORCE_MODES = ("set", "add", "diffmean")
 # Chosen by a sweep on the embedded model (zhang2025 neurons from 96 paragraphs per language, one

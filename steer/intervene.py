@@ -23,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 

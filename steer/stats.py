@@ -15,11 +15,10 @@ the hooks and never kept, and each forward pass stops right after the last MLP.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -316,7 +315,7 @@ class _Counter:
         self.stats = stats
         self.language = 0
         self.rows: Tensor | None = None  # flat indices of the counted tokens of the current batch
-        self.last_hook = info.site.down_input_hook(max(layers))
+        self.stop_layer = max(layers)
         self.hooks = []
         for layer in layers:
             self.hooks.append((info.site.activation_hook(layer), self._count_active(layer)))
@@ -330,7 +329,7 @@ class _Counter:
         return hook
 
     def _sum_down_input(self, layer: int):
-        stop = self.stats.meta.get("_stop_layer") == layer
+        stop = layer == self.stop_layer  # nothing after the last hooked MLP is needed
 
         def hook(activation: Tensor) -> None:
             counted = activation.reshape(-1, activation.shape[-1]).index_select(0, self.rows).to(torch.float64)
@@ -395,7 +394,6 @@ def collect(
     stats, done = _resume(checkpoint, meta, languages, info, sq_sums, rank)
     device = next(model.original_model.parameters()).device
     stats.to(device)  # counters live beside the activations: no host sync in the hot loop
-    stats.meta["_stop_layer"] = info.n_layers - 1
     counter = _Counter(model, stats, range(info.n_layers))
     todo = mine[done:]
     started = time.perf_counter()
@@ -416,7 +414,6 @@ def collect(
                     _save_checkpoint(checkpoint, stats, step, rank)
     finally:
         bar.close()
-        stats.meta.pop("_stop_layer", None)
     stats.meta["seconds"] = round(time.perf_counter() - started, 3)
     if world > 1:
         _all_reduce(stats)

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import steer
 from steer.neurons import NeuronSet, layer_concentration
 
 

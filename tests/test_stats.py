@@ -3,7 +3,6 @@ merging, two-process torch.distributed, checkpoint/resume, save/load and model c
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

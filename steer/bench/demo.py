@@ -147,7 +147,7 @@ def summary_section(summary: dict) -> str:
         f"{yes[summary['diagonal_exceeds_random_control']]}.",
         f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}) "
         f"succeeds for {summary['forced_language_success']:.0%} of (source, target) continuations.",
-        f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
+        "- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
         "",
     ]
     return "\n".join(lines)

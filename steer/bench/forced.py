@@ -134,7 +134,6 @@ def forced_language(
             "fluency": _fluency(model, chosen, g.texts, batch_size) if fluency else None,
         }
 
-    default_in_sweep = mode in sweep_modes and any(float(s) == strength for s in sweep_strengths)
     units = [("unsteered", None)] + [(f"main/{t}", t) for t in languages]
     for m in sweep_modes:
         for s in sweep_strengths:

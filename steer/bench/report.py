@@ -30,8 +30,8 @@ def delta_ppl_section(result: dict, figure: str, variant: str = "specific+relate
              f"![ΔPPL matrix]({figure})", ""]
     if diagonal_only:
         sentence = (
-            f"Each cell is the rise in mean per-token loss (Δ log-PPL, nats; PPL ratio = e^Δ) on a language's held-out "
-            f"text when that language's neurons of the panel's variant are set to zero (only each language's own cell is "
+            "Each cell is the rise in mean per-token loss (Δ log-PPL, nats; PPL ratio = e^Δ) on a language's held-out "
+            "text when that language's neurons of the panel's variant are set to zero (only each language's own cell is "
             "measured); means: " + ", ".join(
                 f"{v} {_f(b['summary']['diagonal_mean_delta_logppl'])}" for v, b in variants.items())
         )
