@@ -27,6 +27,7 @@ from torch import Tensor
 from steer._io import atomic_path, sha256_text, write_json_atomic, steer_version
 from steer.hooks import StopForward, attached
 from steer.models import decoder, fast_path, model_info
+from steer.tokens import encode_with_mask, right_pad
 
 STATS_FILE = "stats.safetensors"
 META_FILE = "stats.json"
@@ -274,29 +275,12 @@ def plan_batches(
             items.append((ids, counted))
         items.sort(key=lambda pair: len(pair[0]))
         for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(chunk), width), dtype=torch.long)
-            counted = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (ids, mask) in enumerate(chunk):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention[row, : len(ids)] = 1
-                counted[row, : len(ids)] = torch.tensor(mask)
-            batches.append(Batch(k, input_ids, attention, counted))
+            batches.append(Batch(k, *right_pad(items[start : start + batch_size], pad_id)))
     return batches
 
 
 def _encode(tokenizer, item, max_length: int, include_bos: bool, bos_id: int | None):
-    if isinstance(item, str):
-        ids = tokenizer(item, add_special_tokens=True)["input_ids"][:max_length]
-        counted = [1] * len(ids)
-    else:
-        prompt, response = item
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        ids = (prompt_ids + response_ids)[:max_length]
-        counted = ([0] * len(prompt_ids) + [1] * len(response_ids))[:max_length]
+    ids, counted = encode_with_mask(tokenizer, item, max_length)
     if not include_bos and bos_id is not None and ids and ids[0] == bos_id:
         counted[0] = 0
     return ids, counted

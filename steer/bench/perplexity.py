@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from steer.models import decoder, fast_path
+from steer.tokens import encode_with_mask, right_pad
 
 # (prompt, continuation): only the continuation's tokens are scored.
 Scored = str | tuple[str, str]
@@ -39,17 +40,9 @@ class _Item:
 
 
 def _encode(tokenizer, item: Scored, max_length: int, index: int) -> _Item:
-    if isinstance(item, str):
-        ids = tokenizer(item, add_special_tokens=True)["input_ids"][:max_length]
-        scored = [0] + [1] * (len(ids) - 1)
-    else:
-        prompt, continuation = item
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"] if continuation else []
-        ids = (prompt_ids + cont_ids)[:max_length]
-        scored = ([0] * len(prompt_ids) + [1] * len(cont_ids))[:max_length]
-        if scored:
-            scored[0] = 0
+    ids, scored = encode_with_mask(tokenizer, item, max_length)
+    if scored:
+        scored[0] = 0  # the first token has nothing to be predicted from
     return _Item(index, ids, scored)
 
 
@@ -106,14 +99,9 @@ def token_nll(
 
 
 def _batch_nll(model, chunk: list[_Item], pad_id: int, device) -> list[Tensor]:
-    width = max(len(item.ids) for item in chunk)
-    input_ids: Int[Tensor, "batch pos"] = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(chunk), width), dtype=torch.long)
-    scored = torch.zeros((len(chunk), width), dtype=torch.bool)
-    for row, item in enumerate(chunk):
-        input_ids[row, : len(item.ids)] = torch.tensor(item.ids, dtype=torch.long)
-        attention[row, : len(item.ids)] = 1
-        scored[row, : len(item.ids)] = torch.tensor(item.scored, dtype=torch.bool)
+    input_ids, attention, scored = right_pad([(item.ids, item.scored) for item in chunk], pad_id)
+    scored = scored.bool()
+    width = input_ids.shape[1]
     if width < 2 or not scored.any():
         return [torch.zeros(0) for _ in chunk]
     output = decoder(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False)
