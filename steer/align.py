@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 import torch
 
-from steer._io import atomic_path, write_json_atomic, steer_version
+from steer._io import atomic_dir, write_json_atomic, steer_version
 
 __all__ = [
     "AlignConfig",
@@ -508,7 +508,7 @@ def _save_checkpoint(folder: Path, model, optimizer, step: int, identity: dict, 
                 opt_tensors[f"{name}::{key}"] = value.detach().to("cpu").contiguous().clone()
     state = {"format": _CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION, "steer_version": steer_version(),
              "step": step, **identity, **extra}  # fmt: skip
-    with atomic_path(folder) as tmp:
+    with atomic_dir(folder, "state.json") as tmp:
         tmp.mkdir()
         save_file(adapter, str(tmp / "adapter.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -658,7 +658,7 @@ def align(
             "losses": losses,
             "seconds": round(seconds, 3),
         }
-        with atomic_path(out) as tmp:
+        with atomic_dir(out, "align.json", "checkpoint/state.json") as tmp:
             tmp.mkdir()
             peft_model.save_pretrained(str(tmp / "adapter"))
             merged = peft_model.merge_and_unload()

@@ -41,12 +41,14 @@ def cmd_collect(args) -> None:
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
+        from steer._io import check_writable_dir
+
+        out = check_writable_dir(args.out)  # before loading anything
         device = args.device
         if distributed and device == "cuda":
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         model = steer.load_model(args.model, device=device)
         corpus = steer.load_corpus(args.corpus)
-        out = Path(args.out)
         stats = steer.collect(
             model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
             max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
@@ -71,9 +73,9 @@ def cmd_identify(args) -> None:
     if args.lambda_ is not None:
         params["lambda"] = args.lambda_ if args.lambda_ == "auto" else float(args.lambda_)
     neurons = steer.identify(stats, method=args.method, **params)
-    neurons.save(args.out)
+    out = neurons.save(args.out)
     counts = neurons.counts_per_layer()
-    print(f"{neurons.method}: {len(neurons)} neurons ({json.dumps(neurons.params)}) -> {args.out}")
+    print(f"{neurons.method}: {len(neurons)} neurons ({json.dumps(neurons.params)}) -> {out}")
     print("layer  specific  related  general")
     for layer in range(neurons.n_layers):
         print(f"{layer:5d}  {counts['specific'][layer]:8d}  {counts['related'][layer]:7d}  {counts['general'][layer]:7d}")
@@ -107,7 +109,10 @@ def cmd_ablate(args) -> None:
 
 def cmd_generate(args) -> None:
     import steer
+    from steer._io import check_writable_dir
 
+    if args.out:
+        check_writable_dir(args.out)  # before generating
     model = steer.load_model(args.model)
     neurons = steer.NeuronSet.load(args.neurons, model=model) if args.neurons else None
     stats = steer.ActivationStats.load(args.stats, model=model) if args.stats else None

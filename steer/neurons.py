@@ -253,6 +253,10 @@ class NeuronSet:
         }
 
     def save(self, path: str | Path) -> Path:
+        """Write the set as JSON to `path`, or to `path/neurons.json` when `path` is a folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "neurons.json"
         return write_json_atomic(path, self.to_dict())
 
     @classmethod

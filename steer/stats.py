@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steer._io import atomic_path, sha256_text, write_json_atomic, steer_version
+from steer._io import atomic_file, sha256_text, write_json_atomic, steer_version
 from steer.hooks import StopForward, attached
 from steer.models import decoder, fast_path, model_info
 from steer.tokens import encode_with_mask, right_pad
@@ -186,7 +186,7 @@ class ActivationStats:
             tensors["sums"] = self.sums.cpu().contiguous()
         if self.sq_sums is not None:
             tensors["sq_sums"] = self.sq_sums.cpu().contiguous()
-        with atomic_path(path / STATS_FILE) as tmp:
+        with atomic_file(path / STATS_FILE) as tmp:
             save_file(tensors, str(tmp))
         write_json_atomic(path / META_FILE, self.to_dict_meta())
         return path

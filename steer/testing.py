@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from steer._io import atomic_path, cache_root
+from steer._io import atomic_dir, cache_root
 
 TINY_CONFIGS = {
     "gemma3": dict(
@@ -70,7 +70,7 @@ def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None 
         for name, parameter in model.named_parameters():
             if parameter.ndim == 2 and "embed" not in name and "wte" not in name:
                 parameter.mul_(4.0)
-    with atomic_path(target) as tmp:
+    with atomic_dir(target, "config.json") as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return target
@@ -103,7 +103,7 @@ def random_gemma_dir(seed: int = 0, root: str | Path | None = None) -> Path:
     config = AutoConfig.for_model(settings.pop("model_type"), **settings)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
-    with atomic_path(target) as tmp:
+    with atomic_dir(target, "config.json") as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return target

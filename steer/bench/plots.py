@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steer._io import atomic_path
+from steer._io import atomic_file
 
 CLASS_COLORS = {"specific": "#d95f02", "related": "#7570b3", "general": "#999999"}
 MODE_MARKERS = {"set": "o", "add": "s", "diffmean": "^"}
@@ -24,7 +24,7 @@ def _figure(width: float, height: float):
 
 def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
 
