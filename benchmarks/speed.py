@@ -91,7 +91,7 @@ def decoder_flops_per_token(hf_model) -> float:
 
 def bench_collect(folder, texts, args, model, baseline):
     import steer
-    from steer.stats import plan_batches
+    from steer.collection import plan_batches
 
     batches = plan_batches(model.tokenizer, texts, list(texts), batch_size=args.batch_size, max_length=args.max_length,
                            include_bos=False)
@@ -114,20 +114,19 @@ def bench_collect(folder, texts, args, model, baseline):
 
 def bench_generate(texts, args, model, baseline, neurons, batch_size):
     import steer
-    from steer.generate import _left_padded
+    from steer.tokens import left_pad
 
     language = neurons.languages[1]
     prompts = [" ".join(t.split()[:8]) for lang in texts for t in texts[lang]][:batch_size]
     tokenizer = model.tokenizer
     device = args.device
     n_new = args.new_tokens
-    encoded = _left_padded(tokenizer, prompts, tokenizer.pad_token_id)
+    input_ids, attention_mask = left_pad([tokenizer(p)["input_ids"] for p in prompts], tokenizer.pad_token_id)
     spec = steer.Intervention("suppress", languages=[language])
 
     def hf_generate():
         with torch.inference_mode():
-            baseline.generate(input_ids=encoded["input_ids"].to(device),
-                              attention_mask=encoded["attention_mask"].to(device), max_new_tokens=n_new,
+            baseline.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=n_new,
                               min_new_tokens=n_new, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         _sync(device)
 

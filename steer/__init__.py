@@ -10,16 +10,16 @@
     steer.generate(model, ["Hello"], neurons=neurons, stats=stats, force_language="de")
 """
 
-__version__ = "0.1.0"
-
-from steer.corpus import Corpus, load_corpus  # noqa: E402
-from steer.generate import Generation, generate  # noqa: E402
-from steer.identify import identify  # noqa: E402
-from steer.intervene import Intervention, amplify, deactivate, intervene  # noqa: E402
-from steer.langid import detect_language  # noqa: E402
-from steer.models import load_model, model_info  # noqa: E402
-from steer.neurons import NeuronSet  # noqa: E402
-from steer.stats import ActivationStats, collect  # noqa: E402
+from steer._version import __version__
+from steer.collection import collect
+from steer.corpus import Corpus, load_corpus
+from steer.generation import Generation, generate
+from steer.identification import identify
+from steer.langid import detect_language
+from steer.models import load_model, model_info
+from steer.neurons import NeuronSet
+from steer.stats import ActivationStats
+from steer.steering import Intervention, amplify, deactivate, intervene
 
 __all__ = [
     "ActivationStats",

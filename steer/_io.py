@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from steer._version import __version__
+
 
 def cache_root() -> Path:
     """Where steer keeps converted models, downloaded packages and built corpora (`$STEER_HOME` or ~/.cache/steer)."""
@@ -110,6 +112,4 @@ def sha256_text(*parts: str) -> str:
 
 def steer_version() -> str:
     """The installed steer version, written into every file steer makes."""
-    import steer
-
-    return steer.__version__
+    return __version__

@@ -34,12 +34,12 @@ from typing import Any, Iterator
 
 import torch
 
-from steer._io import atomic_dir, write_json_atomic, steer_version
+from steer._io import atomic_dir, steer_version, write_json_atomic
+from steer.languages import language_name
 
 __all__ = [
     "AlignConfig",
     "Example",
-    "LANGUAGE_NAMES",
     "OBJECTIVES",
     "PROMPT_TEMPLATE",
     "align",
@@ -53,16 +53,6 @@ OBJECTIVES = ("translation", "dpo")
 PROMPT_TEMPLATE = "Translate from {src_name} to {tgt_name}:\n{src_text}\n{tgt_name}:"
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-LANGUAGE_NAMES = {
-    "ar": "Arabic", "ca": "Catalan", "cs": "Czech", "da": "Danish", "de": "German", "dz": "Dzongkha",
-    "el": "Greek", "en": "English", "en-gb": "British English", "es": "Spanish", "et": "Estonian",
-    "eu": "Basque", "fi": "Finnish", "fr": "French", "gl": "Galician", "hi": "Hindi", "hu": "Hungarian",
-    "id": "Indonesian", "it": "Italian", "ja": "Japanese", "km": "Khmer", "ko": "Korean", "nl": "Dutch",
-    "om": "Oromo", "pl": "Polish", "pt": "Portuguese", "pt-br": "Brazilian Portuguese", "ru": "Russian",
-    "sk": "Slovak", "sl": "Slovenian", "sv": "Swedish", "sw": "Swahili", "tr": "Turkish", "uk": "Ukrainian",
-    "vi": "Vietnamese", "zh": "Chinese", "zh-tw": "Traditional Chinese",
-}  # fmt: skip
-
 _FORMAT = "steer.align"
 _CHECKPOINT_FORMAT = "steer.align.checkpoint"
 _FORMAT_VERSION = 1
@@ -72,11 +62,6 @@ _MAX_WARMUP = 10
 
 class _Stop(Exception):
     """Raised by the `_stop_after` test hook: the run stops as if killed after that step."""
-
-
-def language_name(code: str) -> str:
-    """The English name used in prompts ("eu" -> "Basque"); an unknown code is used as it is."""
-    return LANGUAGE_NAMES.get(code, code)
 
 
 def translation_prompt(src_lang: str, tgt_lang: str, text: str) -> str:
@@ -419,9 +404,9 @@ def _deterministic(seed: int) -> Iterator[None]:
 def _load_base(source: str, device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steer.models import _quiet_transformers
+    from steer.models.embedded import quiet_transformers
 
-    with _quiet_transformers(), warnings.catch_warnings():
+    with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tokenizer = AutoTokenizer.from_pretrained(source)
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
@@ -565,7 +550,7 @@ def align(
     rerunning after completion returns at once. Returns `out`, a model folder for `steer.load_model`.
     """
     from steer.corpus import Corpus, load_corpus
-    from steer.models import _resolve, weights_hash
+    from steer.models import resolve_model, weights_hash
 
     config.validate()
     if not isinstance(corpus, Corpus):
@@ -574,7 +559,7 @@ def align(
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; choose another output folder")
-    base_name, source = _resolve(model)
+    base_name, source = resolve_model(model)
     examples = build_examples(corpus, config)
 
     from peft import LoraConfig, get_peft_model

@@ -13,7 +13,8 @@ def _languages(text: str | None) -> list[str] | None:
 
 
 def cmd_corpus_build(args) -> None:
-    from steer.corpus import DEFAULT_LANGUAGES, Corpus, build_libreoffice
+    from steer.corpus import Corpus, build_libreoffice
+    from steer.languages import DEFAULT_LANGUAGES
 
     if args.from_dir:
         corpus = Corpus.from_text_dir(args.from_dir, languages=_languages(args.languages))
@@ -33,33 +34,19 @@ def cmd_collect(args) -> None:
     import os
 
     import steer
+    from steer._io import check_writable_dir
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
-    if distributed:
-        import torch
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        from steer._io import check_writable_dir
-
-        out = check_writable_dir(args.out)  # before loading anything
-        device = args.device
-        if distributed and device == "cuda":
-            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-        model = steer.load_model(args.model, device=device)
-        corpus = steer.load_corpus(args.corpus)
-        stats = steer.collect(
-            model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
-            max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
-            checkpoint=out / "checkpoint",
-        )
-        if not distributed or dist.get_rank() == 0:
-            stats.save(out)
-            print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
-    finally:
-        if distributed:
-            dist.destroy_process_group()
+    out = check_writable_dir(args.out)  # before loading anything
+    model = steer.load_model(args.model, device=args.device)
+    corpus = steer.load_corpus(args.corpus)
+    stats = steer.collect(
+        model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
+        max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
+        checkpoint=out / "checkpoint",
+    )
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank holds the full stats
+        stats.save(out)
+        print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
 
 
 def cmd_identify(args) -> None:
@@ -84,7 +71,7 @@ def cmd_identify(args) -> None:
 
 def cmd_ablate(args) -> None:
     import steer
-    from steer.bench.perplexity import perplexity
+    from steer.scoring import perplexity
 
     model = steer.load_model(args.model)
     neurons = steer.NeuronSet.load(args.neurons, model=model)
@@ -142,7 +129,7 @@ def cmd_compare(args) -> None:
     from steer._io import write_json_atomic, write_text_atomic
     from steer.bench.alignment import alignment_claims, alignment_markdown, alignment_perplexity
     from steer.bench.compare import compare_neuron_sets, write_compare_report
-    from steer.corpus import LOW_RESOURCE
+    from steer.languages import LOW_RESOURCE
 
     trained = _languages(args.trained)
     result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=trained)
@@ -289,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "mode", "") is None:
-        from steer.generate import DEFAULT_FORCE_MODE
+        from steer.generation import DEFAULT_FORCE_MODE
 
         args.mode = DEFAULT_FORCE_MODE
     try:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from steer._io import atomic_dir, check_replaceable_dir, cache_root, sha256_text, write_json_atomic, steer_version
+from steer._io import atomic_dir, cache_root, check_replaceable_dir, sha256_text, steer_version, write_json_atomic
+from steer.languages import DEFAULT_LANGUAGES, LANGUAGES, LIBREOFFICE_LANGUAGES, LOW_RESOURCE
 
 __all__ = [
     "DEFAULT_LANGUAGES",
@@ -40,26 +41,8 @@ __all__ = [
     "parse_help_tree",
 ]
 
-DEFAULT_LANGUAGES = ["en", "de", "fr", "es", "ru", "ja", "zh", "eu", "om", "km"]
-LOW_RESOURCE = ["eu", "om", "km"]
-
-# steer code -> Debian package suffix, where they differ.  Everything else is identical.
-_DEBIAN_CODES = {"en": "en-us", "zh": "zh-cn"}
-# The translations Debian (bookworm) ships as libreoffice-help-<code>, in steer codes.
-LIBREOFFICE_LANGUAGES = [
-    "ca", "cs", "da", "de", "dz", "el", "en", "en-gb", "es", "et", "eu", "fi", "fr", "gl", "hi",
-    "hu", "id", "it", "ja", "km", "ko", "nl", "om", "pl", "pt", "pt-br", "ru", "sk", "sl", "sv",
-    "tr", "vi", "zh", "zh-tw",
-]  # fmt: skip
-
 # FLORES-200 configuration names for from_hf(); extend by passing config_for.
-FLORES_CODES = {
-    "en": "eng_Latn", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn", "ru": "rus_Cyrl",
-    "ja": "jpn_Jpan", "zh": "zho_Hans", "eu": "eus_Latn", "om": "gaz_Latn", "km": "khm_Khmr",
-    "dz": "dzo_Tibt", "ca": "cat_Latn", "cs": "ces_Latn", "it": "ita_Latn", "pt": "por_Latn",
-    "ko": "kor_Hang", "ar": "arb_Arab", "hi": "hin_Deva", "tr": "tur_Latn", "vi": "vie_Latn",
-    "sw": "swh_Latn", "nl": "nld_Latn", "pl": "pol_Latn", "uk": "ukr_Cyrl", "id": "ind_Latn",
-}  # fmt: skip
+FLORES_CODES = {code: lang.flores for code, lang in LANGUAGES.items() if lang.flores}
 
 _FORMAT = "steer.corpus"
 _FORMAT_VERSION = 1
@@ -654,7 +637,7 @@ def _debian_code(lang: str) -> str:
         raise ValueError(
             f"unknown LibreOffice help language {lang!r}; known codes: {', '.join(LIBREOFFICE_LANGUAGES)}"
         )
-    return _DEBIAN_CODES.get(lang, lang)
+    return LANGUAGES[lang].debian
 
 
 def _no_apt(reason: str) -> RuntimeError:

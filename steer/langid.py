@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from steer.languages import LANGUAGES
+
 __all__ = ["SUPPORTED", "UNSUPPORTED", "UND", "DEFAULT_MIN_CONFIDENCE", "detect_language", "detect_with_confidence"]
 
 UND = "und"
@@ -24,11 +26,8 @@ for _label, _code in _FROM_LANGID.items():
     if _code != UND:
         _TO_LANGID.setdefault(_code, []).append(_label)
 
-# Codes steer uses elsewhere (corpus languages); those py3langid cannot recognise are UNSUPPORTED.
-_STEER_CODES = [
-    "en", "de", "fr", "es", "ru", "ja", "zh", "eu", "om", "km", "dz", "ca", "cs", "da", "el", "et", "fi",
-    "gl", "hi", "hu", "id", "it", "ko", "nl", "pl", "pt", "sk", "sl", "sv", "tr", "vi", "ar", "uk", "sw",
-]  # fmt: skip
+# Codes steer uses elsewhere (steer.languages); those py3langid cannot recognise are UNSUPPORTED.
+_STEER_CODES = sorted({code.split("-")[0] for code in LANGUAGES})
 
 _lock = threading.Lock()
 

@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from steer._io import write_json_atomic, steer_version
+from steer._io import steer_version, write_json_atomic
+from steer.models import check_model
 
 CLASSES = ("specific", "related")
 
@@ -284,7 +285,6 @@ class NeuronSet:
 
     def check_model(self, model, what: str = "this neuron set") -> None:
         """A clear error when these neurons were identified on another model (shape or weights)."""
-        from steer.stats import check_model
 
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp

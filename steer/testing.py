@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from steer._io import atomic_dir, cache_root
+from steer.models.embedded import EMBEDDED_MODEL
 
 TINY_CONFIGS = {
     "gemma3": dict(
@@ -94,10 +95,10 @@ def random_gemma_dir(seed: int = 0, root: str | Path | None = None) -> Path:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target = Path(root or cache_root() / "random") / f"gemma-3-270m-random-seed{seed}"
+    target = Path(root or cache_root() / "random") / f"{EMBEDDED_MODEL}-random-seed{seed}"
     if (target / "config.json").exists():
         return target
-    embedded = cache_root() / "models" / "gemma-3-270m"
+    embedded = cache_root() / "models" / EMBEDDED_MODEL
     tokenizer = AutoTokenizer.from_pretrained(str(embedded)) if (embedded / "tokenizer.json").exists() else byte_tokenizer()
     settings = dict(GEMMA3_270M)
     config = AutoConfig.for_model(settings.pop("model_type"), **settings)

@@ -1,4 +1,4 @@
-"""Tokenising texts with a mask of the tokens that count, and right-padding them into a batch.
+"""Tokenising texts with a mask of the tokens that count, and padding them into a batch (the only padding code).
 
 A text is a string (every token counts) or a (prompt, response) pair (only the response's tokens
 count). Collection counts activations on those tokens; perplexity scores them.
@@ -40,3 +40,16 @@ def right_pad(
         attention[row, : len(ids)] = 1
         mask[row, : len(ids)] = torch.tensor(counted, dtype=torch.long)
     return input_ids, attention, mask
+
+
+def left_pad(
+    rows: Sequence[list[int]], pad_id: int
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """(input_ids, attention_mask) for token-id rows, padded on the left (for generation)."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention

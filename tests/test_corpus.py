@@ -160,7 +160,7 @@ def test_save_is_atomic(trees, tmp_path, monkeypatch):
 def test_save_refuses_foreign_folder(trees, tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "important.txt").write_text("keep")
-    with pytest.raises(ValueError, match="not a steer corpus"):
+    with pytest.raises(ValueError, match="steer did not write"):
         align_help_trees(trees, n_eval=5, min_parallel=0).save(tmp_path / "x")
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import steer
-from steer.generate import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, force_language_interventions
+from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, force_language_interventions
 
 
 def test_generation_is_plain_data(tiny):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import steer
-from steer.identify import kth, zhang_entropy
+from steer.identification import kth, zhang_entropy
 from steer.stats import ActivationStats
 
 LANGS = ["en", "de", "fr"]
@@ -96,7 +96,7 @@ def test_zhang2025_lambda_search_stops_where_general_neurons_would_enter():
 
 
 def _selected(stats, lam, params):
-    from steer.identify import _lowest, zhang_entropy
+    from steer.identification import _lowest, zhang_entropy
 
     probs = stats.probs().double()
     c_k = sum(1 / i for i in range(1, 4)) / 3

@@ -10,7 +10,7 @@ import torch
 
 import steer
 from steer.hooks import attached, hook_count
-from steer.intervene import Intervention, active_steerings
+from steer.steering import Intervention, active_steerings
 from steer.neurons import NeuronSet
 
 PROMPTS = ["The cat sits on", "Die Katze sitzt auf der", "猫は"]

@@ -12,7 +12,7 @@ from steer.bench.delta_ppl import delta_ppl_matrix
 from steer.bench.demo import demo_config, run_demo
 from steer.bench.forced import forced_language
 from steer.bench.layers import four_stages, layer_distribution
-from steer.bench.perplexity import perplexity, token_nll
+from steer.scoring import perplexity, token_nll
 from steer.bench.transfer import low_resource_transfer
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: stable hashes, resumable partial results, progress bars."""
+"""Helpers shared by the benchmarks: stable hashes, resumable partial results, means."""
 
 from __future__ import annotations
 
@@ -15,13 +15,6 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """SHA-256 of the canonical JSON of `obj` (sorted keys): equal for equal configs."""
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def finite_or_none(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -65,29 +58,6 @@ class Partial:
             if self.path is not None:
                 write_json_atomic(self.path, {"key": self.key, "done": self.done})
         return self.done[unit]
-
-    def discard(self) -> None:
-        if self.path is not None and self.path.exists():
-            self.path.unlink()
-
-
-class NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(enabled: bool, total: int, desc: str, unit: str = "it"):
-    if not enabled:
-        return NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit)
 
 
 def neuron_fingerprint(neurons) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from steer.bench.perplexity import perplexity
+from steer.scoring import perplexity
 
 
 def alignment_perplexity(base, aligned, corpus, *, languages: Sequence[str] | None = None, n_eval: int = 8,

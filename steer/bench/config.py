@@ -165,7 +165,7 @@ class NeuronConfig:
     params: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        from steer.identify import METHODS
+        from steer.identification import METHODS
 
         if (self.method is None) == (self.path is None):
             raise ValueError(f"{where}: give either method = \"...\" or path = \"...\"")
@@ -216,7 +216,7 @@ class ForcedBench:
     fluency: bool = True
 
     def check(self, where: str) -> None:
-        from steer.generate import FORCE_MODES
+        from steer.generation import FORCE_MODES
 
         for mode in [self.mode, *self.sweep_modes]:
             if mode is not None and mode not in FORCE_MODES:
@@ -436,10 +436,11 @@ def _load_model(config: BenchConfig, model=None):
 def prepare(config: BenchConfig, out: Path, *, model=None, corpus=None, progress: bool = True,
             stages: _Stages | None = None) -> Context:
     """Load the model and corpus, collect (or load / reuse) the stats, identify (or load) the neuron sets."""
-    from steer.identify import identify
+    from steer.identification import identify
     from steer.models import model_info
     from steer.neurons import NeuronSet
-    from steer.stats import ActivationStats, collect
+    from steer.collection import collect
+    from steer.stats import ActivationStats
 
     stages = stages or _Stages(out)
     started = time.perf_counter()
@@ -539,7 +540,7 @@ def _run_delta_ppl(ctx: Context, entry: BenchEntry) -> dict:
 def _run_forced(ctx: Context, entry: BenchEntry) -> dict:
     from steer.bench.forced import forced_language
     from steer.bench.plots import plot_forced
-    from steer.generate import DEFAULT_FORCE_MODE
+    from steer.generation import DEFAULT_FORCE_MODE
 
     spec: ForcedBench = entry.spec
     result = forced_language(
@@ -606,7 +607,7 @@ def bench_key(ctx: Context, entry: BenchEntry) -> str:
                "spec": dataclasses.asdict(entry.spec), "n_eval": ctx.config.corpus.n_eval,
                "neurons": {n: ctx.keys[f"neurons/{n}"] for n in entry.neuron_names()}}
     if entry.kind == "forced":
-        from steer.generate import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH
+        from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH
 
         depends["stats"] = ctx.keys["stats"]
         depends["defaults"] = [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH]  # a spec without mode/strength uses these

@@ -17,11 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from steer.progress import progress_bar
 from steer.bench._common import (
-    Partial, mean_or_none, mean_sd, neuron_fingerprint, progress_bar, stable_hash, texts_fingerprint,
+    Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint,
 )
-from steer.bench.perplexity import summarize, token_nll
-from steer.intervene import deactivate
+from steer.scoring import summarize, token_nll
+from steer.steering import deactivate
 from steer.neurons import NeuronSet
 
 VARIANTS: dict[str, tuple[str, ...]] = {

@@ -3,7 +3,7 @@
 Prompts are the opening words of held-out eval paragraphs in each source language. For every
 target language, all prompts of the other languages are continued in one batched `generate`
 call with `force_language=target` (deactivate the other languages' neurons, push the target's
-up: see `steer.generate.force_language_interventions`). A continuation succeeds when the
+up: see `steer.generation.force_language_interventions`). A continuation succeeds when the
 language identifier says it is in the target language. Fluency proxy: the log-PPL of the
 continuation (after its prompt) under the *unsteered* model; lower is more fluent.
 """
@@ -14,9 +14,10 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
-from steer.bench._common import Partial, mean_or_none, neuron_fingerprint, progress_bar, stable_hash, texts_fingerprint
-from steer.bench.perplexity import token_nll
-from steer.generate import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, FORCE_MODES, generate
+from steer.progress import progress_bar
+from steer.bench._common import Partial, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
+from steer.scoring import token_nll
+from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, FORCE_MODES, generate
 
 
 def _is_cjk(ch: str) -> bool:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from steer.bench._common import Partial, mean_or_none, mean_sd, neuron_fingerprint, progress_bar, stable_hash, texts_fingerprint
+from steer.progress import progress_bar
+from steer.bench._common import Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint
 from steer.bench.delta_ppl import eval_columns, is_empty
-from steer.corpus import LOW_RESOURCE
-from steer.intervene import amplify, deactivate
+from steer.languages import LOW_RESOURCE
+from steer.steering import amplify, deactivate
 from steer.neurons import NeuronSet
 
 
@@ -43,7 +44,7 @@ def low_resource_transfer(
     """ΔPPL on each low-resource T when deactivating the neurons T shares with each high-resource S,
     T's specific neurons, and random sets of the shared sets' size; Δ when amplifying the shared ones.
 
-    `low_resource` defaults to `steer.corpus.LOW_RESOURCE` ∩ the set's languages with eval texts,
+    `low_resource` defaults to `steer.languages.LOW_RESOURCE` ∩ the set's languages with eval texts,
     `high_resource` to the other languages with eval texts.
     """
     usable = [lang for lang in neurons.languages if lang in eval_texts and eval_texts[lang]]

@@ -46,7 +46,8 @@ def _encode(tokenizer, item: Scored, max_length: int, index: int) -> _Item:
     return _Item(index, ids, scored)
 
 
-def _unembed(model, hidden: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+def unembed(model, hidden: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+    """Logits of the HF model's head (with final logit soft-capping where the architecture has it)."""
     hf_model = model.original_model
     logits = hf_model.lm_head(hidden[None])[0].float().contiguous()
     config = getattr(hf_model.config, "text_config", None) or hf_model.config
@@ -111,7 +112,7 @@ def _batch_nll(model, chunk: list[_Item], pad_id: int, device) -> list[Tensor]:
     targets = input_ids[:, 1:].to(device)[targets_mask]
     nll = torch.empty(targets.shape[0], dtype=torch.float32, device=device)
     for lo in range(0, targets.shape[0], HEAD_CHUNK):
-        logits = _unembed(model, predicting[lo : lo + HEAD_CHUNK])
+        logits = unembed(model, predicting[lo : lo + HEAD_CHUNK])
         picked = logits.gather(1, targets[lo : lo + HEAD_CHUNK, None]).squeeze(1)
         peak = logits.max(1).values
         log_z = logits.sub_(peak[:, None]).exp_().sum(1).log_().add_(peak)  # logsumexp, in place: no 2nd copy

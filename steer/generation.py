@@ -15,9 +15,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.intervene import Intervention, Steering, active_steerings
+from steer.steering import Intervention, Steering, active_steerings
 from steer.langid import detect_language
 from steer.models import fast_path
+from steer.tokens import left_pad
 from steer.neurons import NeuronSet
 
 FORCE_MODES = ("set", "add", "diffmean")
@@ -120,13 +121,14 @@ def generate(
         stack.enter_context(fast_path(model))  # after the hooks are attached
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            encoded = _left_padded(tokenizer, chunk, pad_id)
-            width = encoded["input_ids"].shape[1]
+            input_ids, attention_mask = left_pad([tokenizer(p, add_special_tokens=True)["input_ids"] for p in chunk],
+                                                 pad_id)
+            width = input_ids.shape[1]
             for active in active_steerings(model):
                 active.phase.prompt_width = width
             torch.manual_seed(seed + start)
             output = model.original_model.generate(
-                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample, temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
                 return_dict_in_generate=True, output_logits=return_logits,
@@ -147,14 +149,3 @@ def generate(
         "interventions": [spec.to_dict() for spec in specs],
     }
     return Generation(prompts, [t.strip() for t in texts], list(languages), settings, logits if return_logits else None)
-
-
-def _left_padded(tokenizer, prompts: list[str], pad_id: int) -> dict[str, torch.Tensor]:
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention[row, width - len(ids) :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention}

@@ -1,0 +1,3 @@
+"""The installed steer version (written into every file steer makes)."""
+
+__version__ = "0.1.0"

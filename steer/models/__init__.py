@@ -1,0 +1,176 @@
+"""Loading models and what steer records about them (name, weights hash, shape, neuron site).
+
+`load_model` returns a TransformerLens `TransformerBridge`. `model_info` is the identity written
+into every file derived from a model, and `check_model` refuses a file made for another model.
+Where the neurons live: `steer.models.sites`; the embedded default: `steer.models.embedded`;
+plain-HF execution where no hook is attached: `steer.models.fast_path`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from steer.models.embedded import EMBEDDED_MODEL, embedded_model_dir, quiet_transformers
+from steer.models.fast_path import fast_path
+from steer.models.sites import SITES, NeuronSite, check_activation, site_for_model_type
+
+__all__ = [
+    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "fast_path", "load_model",
+    "model_info", "resolve_model", "site_for_model_type", "weights_hash",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What steer records about a loaded model; written into every file derived from it."""
+
+    name: str
+    weights_hash: str
+    n_layers: int
+    d_mlp: int
+    model_type: str
+    site: NeuronSite
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "weights_hash": self.weights_hash,
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "model_type": self.model_type,
+        }
+
+
+def model_info(model) -> ModelInfo:
+    """The ModelInfo of a model returned by `load_model` (computed and cached for any other bridge)."""
+    info = getattr(model, "_steer_info", None)
+    if info is None:
+        info = _describe(model, name=getattr(model.cfg, "model_name", "unknown"))
+        model._steer_info = info
+    return info
+
+
+def _describe(model, name: str) -> ModelInfo:
+    hf_config = model.original_model.config
+    text_config = getattr(hf_config, "text_config", None) or hf_config
+    site = site_for_model_type(text_config.model_type)
+    check_activation(text_config, site)
+    return ModelInfo(
+        name=name,
+        weights_hash=weights_hash(model.original_model),
+        n_layers=int(model.cfg.n_layers),
+        d_mlp=int(model.cfg.d_mlp),
+        model_type=text_config.model_type,
+        site=site,
+    )
+
+
+def check_model(recorded: dict, model, what: str) -> None:
+    """A clear error when a file derived from one model (`recorded`: its model metadata) is used with another."""
+    info = model_info(model)
+    if (recorded.get("n_layers"), recorded.get("d_mlp")) != (info.n_layers, info.d_mlp):
+        raise ValueError(
+            f"{what} is for a model with {recorded.get('n_layers')} layers × {recorded.get('d_mlp')} neurons, "
+            f"but '{info.name}' has {info.n_layers} × {info.d_mlp}; use files made for this model"
+        )
+    if recorded.get("weights_hash") and recorded["weights_hash"] != info.weights_hash:
+        raise ValueError(
+            f"{what} was made on weights {recorded['weights_hash']} ({recorded.get('name')}), "
+            f"not on '{info.name}' ({info.weights_hash}); use files made for this model"
+        )
+
+
+def weights_hash(module: torch.nn.Module, samples_per_tensor: int = 4096) -> str:
+    """A fingerprint of the parameters: each distinct tensor's shape, dtype and an evenly strided sample.
+
+    Names and order are left out on purpose, so a plain HF model and the same weights under a
+    TransformerLens bridge (which renames and aliases modules) hash alike. Cheap enough to compute at
+    every load (no full pass over the weights) and different for any two checkpoints that differ in
+    practice (a fine-tune changes sampled entries of every adapted matrix).
+    """
+    digests = set()
+    for tensor in module.parameters():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // samples_per_tensor)
+        sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
+        digest = hashlib.sha256(f"{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+        digests.add(digest.hexdigest())
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
+    """(display name, what to pass to from_pretrained) for a model name, folder or hub id."""
+    if name_or_path is None or str(name_or_path) == EMBEDDED_MODEL:
+        return EMBEDDED_MODEL, str(embedded_model_dir())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ValueError(
+                f"'{path}' is not a model folder (no config.json); pass a folder written by save_pretrained, "
+                f"an HF model id, or '{EMBEDDED_MODEL}'"
+            )
+        return path.name, str(path)
+    text = str(name_or_path)
+    if "/" not in text or text.count("/") > 1 or text.startswith((".", "/", "~")):
+        raise ValueError(
+            f"unknown model '{text}': use '{EMBEDDED_MODEL}' (embedded), an HF id such as 'org/name', or a local folder"
+        )
+    return text, text
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+):
+    """Load a decoder LLM as a TransformerLens `TransformerBridge`.
+
+    `name_or_path`: None or "gemma-3-270m" for the embedded default, a local folder written by
+    `save_pretrained`, or an HF model id (needs hub access). The model is in eval mode. Under
+    torchrun, device "cuda" means this process' GPU, cuda:LOCAL_RANK.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun each process takes its own GPU
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    name, source = resolve_model(name_or_path)
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except OSError as error:
+            raise RuntimeError(
+                f"could not load '{name}' ({error.__class__.__name__}); without hub access, download it elsewhere "
+                "and pass its local folder"
+            ) from None
+        text_config = getattr(config, "text_config", None) or config
+        site = site_for_model_type(text_config.model_type)
+        check_activation(text_config, site)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+        bridge = TransformerBridge.boot_transformers(
+            source, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    bridge.eval()
+    bridge._steer_info = _describe(bridge, name)
+    return bridge
+
+
+def decoder(model) -> torch.nn.Module:
+    """The HF decoder stack (embeddings + layers + final norm, no unembedding) of a bridge."""
+    hf_model = model.original_model
+    inner = getattr(hf_model, "model", None) or getattr(hf_model, "transformer", None)
+    if inner is None:
+        raise ValueError(f"cannot find the decoder stack of {type(hf_model).__name__}")
+    return inner
+
+
