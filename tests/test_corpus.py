@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from steer import corpus as C
 from steer.corpus import Corpus, align_help_trees, build_libreoffice, load_corpus, parse_help_tree
+from steer.corpus.core import key_hash
 
 PAGE = """<!DOCTYPE html><html lang="{lang}"><head><title>t</title></head><body>
 <header><p dir="auto">LibreOffice 7.4 Help</p></header>
@@ -93,7 +94,7 @@ def test_split_is_deterministic_and_independent_of_language_set(trees):
     assert a.ids == b.ids and a.fingerprint() == b.fingerprint()
     # eval = the n smallest SHA-1 hashes of "path#par_id" among the common keys
     common = a.ids["stats"] + a.ids["eval"]
-    assert set(a.ids["eval"]) == set(sorted(common, key=C._key_hash)[:8])
+    assert set(a.ids["eval"]) == set(sorted(common, key=key_hash)[:8])
     assert set(a.ids["eval"]).isdisjoint(a.ids["stats"])
 
 
@@ -146,7 +147,7 @@ def test_save_is_atomic(trees, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(C.json, "dumps", boom)
+    monkeypatch.setattr(json, "dumps", boom)
     with pytest.raises(OSError):
         c.subset(max_stats=2).save(tmp_path / "c")
     with pytest.raises(OSError):
@@ -235,7 +236,7 @@ def test_bad_inputs(trees, tmp_path, monkeypatch):
 
 def test_missing_apt_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("STEER_HOME", str(tmp_path))
-    monkeypatch.setattr(C.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError) as e:
         build_libreoffice(["en", "de"], progress=False)
     msg = str(e.value)
@@ -244,12 +245,12 @@ def test_missing_apt_is_one_line(monkeypatch, tmp_path):
 
 def test_apt_download_failure_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("STEER_HOME", str(tmp_path))
-    monkeypatch.setattr(C.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def fake_run(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package libreoffice-help-de\n")
 
-    monkeypatch.setattr(C.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(RuntimeError) as e:
         build_libreoffice(["de"], progress=False)
     msg = str(e.value)
