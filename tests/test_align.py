@@ -11,6 +11,7 @@ import torch
 import steer
 from steer import align as A
 from steer.align import AlignConfig, align, build_examples, translation_prompt
+from steer.align import data, objectives, training
 from steer.corpus import Corpus
 from steer.testing import tiny_model_dir
 
@@ -84,7 +85,7 @@ def test_bad_input_is_a_one_line_error_before_any_work(tiny, tmp_path, monkeypat
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(A, "_load_base", no_model)
+    monkeypatch.setattr(training, "load_hf_model", no_model)
     data = parallel_corpus(repeat=1)
     if corpus_change == "not_parallel":
         data = Corpus(languages=data.languages, stats=data.stats, eval=data.eval, source="t", parallel=False)
@@ -143,18 +144,18 @@ def test_encoding_masks_the_prompt_and_truncates(tiny):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     example = A.Example(0, "eu", "en", EU[0], EN[0])
-    encoder = A._Encoder(tokenizer, max_length=128)
+    encoder = data.Encoder(tokenizer, max_length=128)
     ids, n_prompt = encoder.encode(example, example.tgt_text)
     prompt = translation_prompt("eu", "en", EU[0])
     assert prompt == "Translate from Basque to English:\nkatua gorria da\nEnglish:"
     assert ids[:n_prompt] == tokenizer(prompt).input_ids
     assert tokenizer.decode(ids[n_prompt:]) == " " + EN[0] + tokenizer.eos_token
-    input_ids, attention, labels = A._collate([(ids, n_prompt), (ids[:-3], n_prompt)], encoder.pad)
+    input_ids, attention, labels = encoder.batch([(ids, n_prompt), (ids[:-3], n_prompt)])
     assert (labels[0, :n_prompt] == -100).all() and labels[0, n_prompt:].tolist() == ids[n_prompt:]
     assert (labels[1, len(ids) - 3 :] == -100).all() and (attention[1, len(ids) - 3 :] == 0).all()
 
     long = A.Example(0, "eu", "en", "x" * 300, "y" * 300)
-    short = A._Encoder(tokenizer, max_length=64)
+    short = data.Encoder(tokenizer, max_length=64)
     ids, n_prompt = short.encode(long, long.tgt_text)
     assert len(ids) == 64 and 0 < n_prompt < 64
     assert tokenizer.decode(ids[n_prompt:]).startswith(" yyy")
@@ -165,23 +166,23 @@ def test_fast_loss_equals_the_models_own_loss(tiny):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     model = hf_model(tiny)
-    encoder = A._Encoder(tokenizer, max_length=128)
+    encoder = data.Encoder(tokenizer, max_length=128)
     rows = [encoder.encode(A.Example(i, "eu", "en", EU[i], EN[i]), EN[i]) for i in range(3)]
-    input_ids, attention, labels = A._collate(rows, encoder.pad)
-    scorer = A._Scorer(model)
+    input_ids, attention, labels = encoder.batch(rows)
+    scorer = objectives.Scorer(model)
     assert scorer.decide(input_ids, attention, labels) is True
     with torch.no_grad():
-        ours = A._translation_loss(scorer, encoder, [A.Example(i, "eu", "en", EU[i], EN[i]) for i in range(3)], "cpu")
+        ours = objectives.translation_loss(scorer, encoder, [A.Example(i, "eu", "en", EU[i], EN[i]) for i in range(3)], "cpu")
         theirs = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
 def test_example_order_is_a_function_of_the_step():
-    order = A._Order(10, 4, seed=3)
+    order = training._Order(10, 4, seed=3)
     steps = [order.batch(s) for s in range(5)]
     assert sorted(steps[0] + steps[1] + order.batch(2)[:2]) == list(range(10))  # an epoch is a permutation
-    assert A._Order(10, 4, seed=3).batch(4) == steps[4]
-    assert A._Order(10, 4, seed=4).batch(0) != steps[0]
+    assert training._Order(10, 4, seed=3).batch(4) == steps[4]
+    assert training._Order(10, 4, seed=4).batch(0) != steps[0]
 
 
 # -- training -------------------------------------------------------------------------------------------
@@ -228,14 +229,27 @@ def test_other_architectures(arch, corpus, tmp_path):
     hf_model(out)
 
 
-def test_resumed_run_equals_an_uninterrupted_run(tiny, corpus, tmp_path):
+class Killed(Exception):
+    """Raised after a chosen step: the run stops as if killed there."""
+
+
+def kill_after(n_steps: int):
+    def after_step(step: int) -> None:
+        if step >= n_steps:
+            raise Killed(f"stopped after step {step}")
+
+    return after_step
+
+
+def test_resumed_run_equals_an_uninterrupted_run(tiny, corpus, tmp_path, monkeypatch):
     # dropout > 0 draws random numbers every step, so this also checks that the RNG state is restored
     config = AlignConfig(["eu", "om"], steps=6, checkpoint_every=3, lr=1e-2, dropout=0.1, batch_size=3)
     whole = align(tiny, corpus, tmp_path / "whole", config, progress=False)
 
     out = tmp_path / "resumed"
-    with pytest.raises(A._Stop):
-        align(tiny, corpus, out, config, progress=False, _stop_after=4)  # step 4 is lost, as if killed
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(training, "_after_step", kill_after(4))
+        align(tiny, corpus, out, config, progress=False)  # step 4 is lost, as if killed
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["step"] == 3 and len(state["losses"]) == 3
     assert not (out / "align.json").exists()

@@ -21,8 +21,8 @@ from steer.models.fast_path import fast_path
 from steer.models.sites import SITES, NeuronSite, check_activation, site_for_model_type
 
 __all__ = [
-    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "fast_path", "load_model",
-    "model_info", "resolve_model", "site_for_model_type", "weights_hash",
+    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "fast_path", "load_hf_model",
+    "load_model", "model_info", "resolve_model", "site_for_model_type", "weights_hash",
 ]  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def load_model(
     `save_pretrained`, or an HF model id (needs hub access). The model is in eval mode. Under
     torchrun, device "cuda" means this process' GPU, cuda:LOCAL_RANK.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig
     from transformer_lens.model_bridge import TransformerBridge
 
     if str(device) == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun each process takes its own GPU
@@ -155,14 +155,27 @@ def load_model(
         text_config = getattr(config, "text_config", None) or config
         site = site_for_model_type(text_config.model_type)
         check_activation(text_config, site)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+        tokenizer, hf_model = load_hf_model(source, device=device, dtype=dtype)
         bridge = TransformerBridge.boot_transformers(
             source, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
         )
     bridge.eval()
     bridge._steer_info = _describe(bridge, name)
     return bridge
+
+
+def load_hf_model(
+    source: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple:
+    """(tokenizer, HF causal LM in eval mode on `device`) from `source` (a folder or hub id, see
+    `resolve_model`), without transformers' chatter: the plain model a bridge wraps, or that align trains."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    return tokenizer, hf_model
 
 
 def decoder(model) -> torch.nn.Module:
