@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by every module that writes files: the cache root and atomic writes."""
+"""Small I/O helpers shared by every module that writes files: the cache root, atomic writes, file headers."""
 
 from __future__ import annotations
 
@@ -113,3 +113,19 @@ def sha256_text(*parts: str) -> str:
 def steer_version() -> str:
     """The installed steer version, written into every file steer makes."""
     return __version__
+
+
+def file_header(model=None, **fields: Any) -> dict:
+    """What a file steer writes records about where it comes from: the steer version, the model
+    (name, weights hash, shape; `model` is a loaded model or an already described one, a dict) and
+    any further `fields`, in that order. Spread it into the file's top-level object."""
+    header: dict[str, Any] = {"steer_version": __version__}
+    if model is not None:
+        if isinstance(model, dict):
+            header["model"] = dict(model)
+        else:
+            from steer.models import model_info  # steer.models uses this module: import at call time
+
+            header["model"] = model_info(model).to_dict()
+    header.update(fields)
+    return header

@@ -71,27 +71,18 @@ def cmd_identify(args) -> None:
 
 def cmd_ablate(args) -> None:
     import steer
-    from steer.scoring import perplexity
+    from steer._io import file_header, write_json_atomic
+    from steer.bench.delta_ppl import ablate_language
 
     model = steer.load_model(args.model)
     neurons = steer.NeuronSet.load(args.neurons, model=model)
     corpus = steer.load_corpus(args.corpus)
-    chosen = neurons.select([args.language], classes=_languages(args.classes))
-    texts = {lang: corpus.eval[lang][: args.n_texts] for lang in corpus.languages if lang in neurons.languages}
-    rows = {}
-    for lang, eval_texts in texts.items():
-        base = perplexity(model, eval_texts)["log_ppl"]
-        with steer.deactivate(model, chosen, classes=_languages(args.classes)):
-            ablated = perplexity(model, eval_texts)["log_ppl"]
-        rows[lang] = {"log_ppl": base, "ablated_log_ppl": ablated, "delta_log_ppl": ablated - base}
-        print(f"  {lang:6s} log-PPL {base:7.3f} -> {ablated:7.3f}  (Δ {ablated - base:+.3f})")
-    from steer._io import write_json_atomic
-
-    out = Path(args.out)
-    write_json_atomic(out / f"ablate_{args.language}.json",
-                      {"language": args.language, "classes": _languages(args.classes), "n_neurons": len(chosen),
-                       "evaluated": rows})
-    print(f"-> {out / f'ablate_{args.language}.json'}")
+    result = ablate_language(model, neurons, corpus, args.language, classes=_languages(args.classes),
+                             n_texts=args.n_texts)
+    for lang, row in result["evaluated"].items():
+        print(f"  {lang:6s} log-PPL {row['log_ppl']:7.3f} -> {row['ablated_log_ppl']:7.3f}  (Δ {row['delta_log_ppl']:+.3f})")
+    path = write_json_atomic(Path(args.out) / f"ablate_{args.language}.json", {**file_header(model), **result})
+    print(f"-> {path}")
 
 
 def cmd_generate(args) -> None:
@@ -113,40 +104,30 @@ def cmd_generate(args) -> None:
         print(f"unsteered   [{base_lang}]: {base}")
         print(f"forced {args.force_language or '-':4s} [{lang}]: {text}\n")
     if args.out:
-        from steer._io import write_json_atomic
+        from steer._io import file_header, write_json_atomic
 
-        write_json_atomic(Path(args.out) / "generations.json", {"steered": steered.to_dict(), "unsteered": plain.to_dict()})
+        write_json_atomic(Path(args.out) / "generations.json",
+                          {**file_header(model), "steered": steered.to_dict(), "unsteered": plain.to_dict()})
 
 
 def cmd_bench(args) -> None:
-    from steer.bench.config import run_bench
+    from steer.bench.runner import run_bench
 
-    run_bench(Path(args.config), Path(args.out), threads=args.threads)
+    run_bench(Path(args.config or args.config_option), Path(args.out), threads=args.threads)
 
 
 def cmd_compare(args) -> None:
     import steer
-    from steer._io import write_json_atomic, write_text_atomic
-    from steer.bench.alignment import alignment_claims, alignment_markdown, alignment_perplexity
+    from steer.bench.alignment import write_alignment_report
     from steer.bench.compare import compare_neuron_sets, write_compare_report
-    from steer.languages import LOW_RESOURCE
 
     trained = _languages(args.trained)
     result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=trained)
     report = write_compare_report(result, Path(args.out))
     print(f"comparison -> {report}")
-    if not trained:
-        return
-    ppl = None
-    if args.base_model and args.aligned_model:
-        corpus = steer.load_corpus(args.corpus)
-        ppl = alignment_perplexity(steer.load_model(args.base_model), steer.load_model(args.aligned_model), corpus,
-                                   languages=result["languages"], n_eval=args.n_eval)
-    claims = alignment_claims(result, ppl, trained, LOW_RESOURCE)
-    write_json_atomic(Path(args.out) / "alignment.json", {"trained": trained, "claims": claims, "perplexity": ppl})
-    section = alignment_markdown(claims, ppl, trained)
-    write_text_atomic(report, report.read_text() + "\n" + section)
-    print(section)
+    if trained:
+        print(write_alignment_report(result, Path(args.out), trained, base=args.base_model or None,
+                                     aligned=args.aligned_model or None, corpus=args.corpus, n_eval=args.n_eval))
 
 
 def cmd_demo(args) -> None:
@@ -230,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=cmd_generate)
 
     bench = sub.add_parser("bench", help="run the benchmarks a TOML config names")
-    bench.add_argument("--config", required=True)
+    config = bench.add_mutually_exclusive_group(required=True)
+    config.add_argument("config", nargs="?", help="the TOML config (e.g. steer/bench/demo.toml)")
+    config.add_argument("--config", dest="config_option", metavar="CONFIG", help="the same, as an option")
     bench.add_argument("--out", required=True)
     bench.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
     bench.set_defaults(func=cmd_bench)

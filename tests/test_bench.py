@@ -289,7 +289,84 @@ def test_config_parses_and_round_trips(tmp_path):
 
 
 def test_demo_toml_is_the_demo_config():
-    assert load_config(ROOT / "benchmarks" / "demo.toml").to_dict() == demo_config().to_dict()
+    packaged = ROOT / "steer" / "bench" / "demo.toml"
+    assert load_config(packaged).to_dict() == demo_config().to_dict()
+    assert not (ROOT / "benchmarks" / "demo.toml").exists()  # one demo config, shipped as package data
+
+
+def test_demo_quick_and_knobs_set_every_size():
+    quick = demo_config(quick=True)
+    assert quick.stats.max_tokens_per_language == 300 and quick.corpus.n_eval == 2 and quick.stats.max_length == 32
+    specs = {entry.name: entry.spec for entry in quick.benchmarks}
+    assert all(specs[name].max_length == 32 for name in ("delta_ppl", "delta_ppl_variants", "delta_ppl_lape", "transfer"))
+    assert (specs["delta_ppl"].n_random, specs["delta_ppl_lape"].n_random, specs["delta_ppl_variants"].n_random) == (1, 1, 0)
+    forced = specs["forced"]
+    assert (forced.n_prompts, forced.max_new_tokens, forced.sweep_targets) == (1, 4, None)
+    assert (forced.sweep_modes, forced.sweep_strengths) == (["add"], [2.0])
+    assert specs["transfer"].n_texts == 2
+    assert all(n.params == {"top_rate": 0.05} for n in quick.neurons.values())
+    full = demo_config(n_eval=3, top_rate=0.02, sweep_targets=["de"], max_new_tokens=None, languages=["en", "de"])
+    specs = {entry.name: entry.spec for entry in full.benchmarks}
+    assert full.corpus.n_eval == 3 and full.corpus.languages == ["en", "de"] and full.base_dir == Path.cwd()
+    assert specs["forced"].sweep_targets == ["de"] and specs["forced"].max_new_tokens == 16  # None: the TOML's
+    assert all(n.params == {"top_rate": 0.02} for n in full.neurons.values())
+    with pytest.raises(ValueError, match="unknown demo knob 'speed'"):
+        demo_config(speed=2)
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_every_registered_benchmark_has_spec_run_figures_and_section():
+    import dataclasses
+
+    from steer.bench import registry
+
+    kinds = registry.benchmarks()
+    assert list(kinds)[:5] == ["delta_ppl", "forced", "transfer", "layers", "compare"]
+    for kind, record in kinds.items():
+        assert record.kind == kind
+        assert dataclasses.is_dataclass(record.spec) and record.spec()  # every field has a default
+        assert callable(record.run) and callable(record.section) and callable(record.neuron_sets)
+        assert record.figure_names("x") and all(name.endswith(".png") for name in record.figure_names("x"))
+    assert kinds["layers"].figure_names("l") == ["l.png", "l_overlap.png"]
+    assert kinds["compare"].neuron_sets(kinds["compare"].spec(a="p", b="q")) == ["p", "q"]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(dataclasses.replace(kinds["layers"]))
+    with pytest.raises(ValueError, match="unknown benchmark 'speed'"):
+        registry.get("speed")
+
+
+def test_a_registered_benchmark_runs_from_a_config(tmp_path, bench_model):
+    import dataclasses
+
+    from steer.bench import registry, run_bench
+
+    @dataclasses.dataclass
+    class CountBench:
+        neurons: str = ""
+        scale: int = 1
+
+    def run(ctx, spec, job):
+        job.figures[0].write_bytes(b"png")
+        return {"n": len(ctx.neurons[spec.neurons]) * spec.scale}
+
+    record = registry.register(registry.Benchmark(
+        kind="count_test", spec=CountBench, run=run, section=lambda result, figures: f"## count {result['n']}\n"))
+    try:
+        text = GOOD.replace('[bench.delta_ppl]\nvariants = ["specific"]\n', "[bench.count_test]\nscale = 2\n")
+        with pytest.raises(ValueError, match="'scale' must be an integer"):
+            load_config(_write(tmp_path, text.replace("scale = 2", 'scale = "2"')))
+        corpus = Corpus(languages=list(PARALLEL), stats={k: v[:3] for k, v in PARALLEL.items()}, eval=dict(EVAL),
+                        source="test", parallel=True)
+        results = run_bench(_write(tmp_path, text), tmp_path / "out", model=bench_model, corpus=corpus, progress=False)
+        assert list(results) == ["count_test"] and results["count_test"]["n"] % 2 == 0
+        assert (tmp_path / "out" / "count_test.png").exists()
+        assert f"## count {results['count_test']['n']}" in (tmp_path / "out" / "report.md").read_text()
+        assert json.loads((tmp_path / "out" / "count_test.json").read_text())["meta"]["steer_version"]
+    finally:
+        registry.unregister(record.kind)
+    assert "count_test" not in registry.benchmarks()
 
 
 # ------------------------------------------------------------------ the demo, quick, on the tiny model

@@ -41,6 +41,53 @@ def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys):
     printed = capsys.readouterr().out
     assert "unsteered" in printed and "forced de" in printed
     assert json.loads((tmp_path / "gen" / "generations.json").read_text())["steered"]["settings"]["force_language"] == "de"
+    generations = json.loads((tmp_path / "gen" / "generations.json").read_text())
+    assert generations["steer_version"] and generations["model"]["weights_hash"] and generations["model"]["n_layers"] == 4
+
+
+def test_ablate_compare_and_bench_with_a_positional_config(tmp_path, text_dir, tiny_dir, capsys):
+    corpus, stats = tmp_path / "corpus", tmp_path / "stats"
+    assert main(["corpus", "build", "--from-dir", str(text_dir), "--out", str(corpus)]) == 0
+    assert main(["collect", "--model", str(tiny_dir), "--corpus", str(corpus), "--out", str(stats),
+                 "--batch-size", "4"]) == 0
+    for method in ("lape", "zhang2025"):
+        assert main(["identify", str(stats), "--method", method, "--top-rate", "0.05",
+                     "--out", str(tmp_path / f"{method}.json")]) == 0
+    capsys.readouterr()
+
+    # ablate: one row of the ΔPPL matrix, with the file header
+    assert main(["ablate", "--model", str(tiny_dir), "--neurons", str(tmp_path / "lape.json"), "--language", "de",
+                 "--corpus", str(corpus), "--n-texts", "2", "--out", str(tmp_path / "ablate")]) == 0
+    printed = capsys.readouterr().out
+    assert "log-PPL" in printed and "ablate_de.json" in printed
+    ablate = json.loads((tmp_path / "ablate" / "ablate_de.json").read_text())
+    assert ablate["steer_version"] and ablate["model"]["weights_hash"] and ablate["model"]["n_layers"] == 4
+    assert ablate["language"] == "de" and ablate["classes"] == ["specific", "related"]
+    assert set(ablate["evaluated"]) == {"en", "de", "ja"}
+    for row in ablate["evaluated"].values():
+        assert row["delta_log_ppl"] == pytest.approx(row["ablated_log_ppl"] - row["log_ppl"])
+
+    # compare with trained languages: alignment.json names the models of both sets
+    assert main(["compare", str(tmp_path / "lape.json"), str(tmp_path / "zhang2025.json"), "--trained", "de",
+                 "--out", str(tmp_path / "compare")]) == 0
+    assert "Does alignment change language neurons" in capsys.readouterr().out
+    alignment = json.loads((tmp_path / "compare" / "alignment.json").read_text())
+    assert alignment["steer_version"] and alignment["trained"] == ["de"] and "specific_to_related" in alignment["claims"]
+    assert alignment["model"]["weights_hash"] and alignment["aligned_model"]["weights_hash"]
+    assert "Does alignment change" in (tmp_path / "compare" / "report.md").read_text()
+
+    # bench: the config as a positional argument (as demo.toml's header says), or as --config
+    config = tmp_path / "bench.toml"
+    config.write_text(f'[model]\nname = "{tiny_dir}"\n[corpus]\nsource = "corpus"\n[stats]\npath = "stats"\n'
+                      '[neurons.z]\npath = "zhang2025.json"\n[bench.layers]\n')
+    assert main(["bench", str(config), "--out", str(tmp_path / "bench")]) == 0
+    assert json.loads((tmp_path / "bench" / "layers.json").read_text())["meta"]["model"]["n_layers"] == 4
+    assert main(["bench", "--config", str(config), "--out", str(tmp_path / "bench")]) == 0
+    assert "## Where language neurons are" in (tmp_path / "bench" / "report.md").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--out", str(tmp_path / "bench")])
+    assert exit_.value.code == 2
+    assert "config" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys):

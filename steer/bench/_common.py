@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: stable hashes, resumable partial results, means."""
+"""Helpers shared by the benchmarks: stable hashes, reading back saved work (the one resume rule), means."""
 
 from __future__ import annotations
 
@@ -33,24 +33,40 @@ def mean_or_none(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def read_json(path: str | Path | None) -> dict:
+    """The JSON object at `path`; {} when there is none or it cannot be read (an interrupted write)."""
+    if path is None or not Path(path).exists():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_keyed(path: str | Path | None, key: str, field: str = "key") -> dict | None:
+    """Saved work at `path`, if it was made from the same inputs: its `field` holds `key` (a hash of
+    everything it depends on). None otherwise: the work is redone and the file overwritten, never mixed in.
+
+    The one resume rule of the benchmarks: a finished benchmark's `<name>.json` (field
+    `config_hash`) and the units of an unfinished one (`Partial`) are both reused through it.
+    """
+    data = read_json(path)
+    return data if data.get(field) == key else None
+
+
 class Partial:
     """Results of the units of a long benchmark, saved after each unit so an interrupted run resumes.
 
     The file holds a key (a hash of everything the results depend on); a file with another key
-    is ignored and overwritten, never mixed in.
+    is ignored and overwritten, never mixed in (`read_keyed`).
     """
 
     def __init__(self, path: str | Path | None, key: str):
         self.path = Path(path) if path is not None else None
         self.key = key
-        self.done: dict[str, Any] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                data = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError):
-                data = {}
-            if data.get("key") == key:
-                self.done = dict(data.get("done", {}))
+        saved = read_keyed(self.path, key)
+        self.done: dict[str, Any] = dict(saved.get("done", {})) if saved else {}
 
     def get(self, unit: str, compute: Callable[[], Any]) -> Any:
         if unit not in self.done:

@@ -1,7 +1,8 @@
 """Base vs aligned model: perplexity before/after and whether Zhang et al. 2025's claims hold.
 
 `steer align` makes the aligned model; `steer compare BASE.json ALIGNED.json --trained eu,om
---base-model M --aligned-model DIR` then writes this section beside the neuron-set comparison.
+--base-model M --aligned-model DIR` then writes this section beside the neuron-set comparison
+(`write_alignment_report`).
 The claims checked, each with the numbers behind the verdict:
 
 1. alignment turns language-specific neurons into language-related ones (fewer N = 1, more N > 1);
@@ -11,8 +12,13 @@ The claims checked, each with the numbers behind the verdict:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
+from steer._io import file_header, write_json_atomic, write_text_atomic
+from steer.corpus import Corpus, load_corpus
+from steer.languages import LOW_RESOURCE
+from steer.models import load_model, model_info
 from steer.scoring import perplexity
 
 
@@ -101,3 +107,35 @@ def alignment_markdown(claims: dict, ppl: dict[str, dict] | None, trained: Seque
             lines.append(f"| {lang} | {'yes' if lang in trained else 'no'} | {entry['base']:.3f} | "
                          f"{entry['aligned']:.3f} | {entry['change']:+.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _described(side: dict) -> dict:
+    """The model of one side of a comparison, as its neuron set recorded it."""
+    return {"name": side.get("model"), "weights_hash": side.get("weights_hash")}
+
+
+def write_alignment_report(compare: dict, out: str | Path, trained: Sequence[str], *, base=None, aligned=None,
+                           corpus=None, n_eval: int = 8) -> str:
+    """The verdicts on the claims into `out/alignment.json`, and their section appended to `out/report.md`
+    (written before by `write_compare_report`); returns the section.
+
+    `compare`: a `compare_neuron_sets` result, A = base, B = aligned. With both `base` and `aligned`
+    (loaded models, or names / folders) the held-out log-PPL of `corpus` (a Corpus, a name / path,
+    or None: the embedded corpus; its first `n_eval` eval texts) before and after enters the claims.
+    """
+    out = Path(out)
+    trained = list(trained)
+    ppl = None
+    if base is not None and aligned is not None:
+        corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+        base = load_model(base) if isinstance(base, (str, Path)) else base
+        aligned = load_model(aligned) if isinstance(aligned, (str, Path)) else aligned
+        ppl = alignment_perplexity(base, aligned, corpus, languages=compare["languages"], n_eval=n_eval)
+    claims = alignment_claims(compare, ppl, trained, LOW_RESOURCE)
+    header = file_header(base if ppl is not None else _described(compare["a"]),
+                         aligned_model=model_info(aligned).to_dict() if ppl is not None else _described(compare["b"]))
+    write_json_atomic(out / "alignment.json", {**header, "trained": trained, "claims": claims, "perplexity": ppl})
+    section = alignment_markdown(claims, ppl, trained)
+    report = out / "report.md"
+    write_text_atomic(report, report.read_text() + "\n" + section)
+    return section

@@ -9,12 +9,29 @@ multilingual alignment" is untrained languages moving the same way as trained on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from steer._io import file_header, write_json_atomic, write_text_atomic
+from steer.bench.plots import plot_compare
+from steer.bench.registry import Benchmark, Context, Job, register
 from steer.neurons import NeuronSet
 
 CLASSES = ("specific", "related", "general")
+
+
+@dataclass
+class CompareBench:
+    """`[bench.compare]`: two neuron sets of the config, A (before) and B (after), and the trained languages."""
+
+    a: str = ""
+    b: str = ""
+    trained: list | None = None
+
+    def check(self, where: str) -> None:
+        if not self.a or not self.b:
+            raise ValueError(f"{where}: compare needs a = \"<neuron set>\" and b = \"<neuron set>\"")
 
 
 def _restrict(neurons: NeuronSet, languages: list[str]) -> NeuronSet:
@@ -160,14 +177,22 @@ def compare_markdown(result: dict, figure: str | None = None) -> str:
 
 def write_compare_report(result: dict, out: str | Path) -> Path:
     """Write `out/compare.json`, `out/compare.png` and `out/report.md` (atomically); returns report.md's path."""
-    from steer._io import write_json_atomic, write_text_atomic
-    from steer.bench.plots import plot_compare
-
-    import steer
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "compare.json", {**result, "steer_version": steer.__version__})
+    write_json_atomic(out / "compare.json", {**result, **file_header()})
     plot_compare(result, out / "compare.png")
     return write_text_atomic(out / "report.md", "# steer: neuron set comparison\n\n" + compare_markdown(result, "compare.png"))
 
+
+def _run(ctx: Context, spec: CompareBench, job: Job) -> dict:
+    result = compare_neuron_sets(ctx.neurons[spec.a], ctx.neurons[spec.b], trained=spec.trained)
+    plot_compare(result, job.figures[0])
+    result["a"]["name"], result["b"]["name"] = spec.a, spec.b
+    return result
+
+
+register(Benchmark(
+    kind="compare", spec=CompareBench, run=_run, figures=("{name}.png",),
+    neuron_sets=lambda spec: [spec.a, spec.b],
+    section=lambda result, figures: compare_markdown(result, figures[0]),
+))

@@ -14,16 +14,20 @@ mean ± sd per cell.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from steer.progress import progress_bar
 from steer.bench._common import (
     Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint,
 )
+from steer.bench.plots import plot_delta_ppl
+from steer.bench.registry import Benchmark, Context, Job, register
+from steer.bench.report import delta_ppl_section
+from steer.neurons import NeuronSet
+from steer.progress import progress_bar
 from steer.scoring import summarize, token_nll
 from steer.steering import deactivate
-from steer.neurons import NeuronSet
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "specific": ("specific",),
@@ -32,6 +36,31 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_VARIANT = "specific+related"
 RANDOM_COLUMNS = ("all", "diagonal", "none")
+
+
+@dataclass
+class DeltaPPLBench:
+    """`[bench.delta_ppl]`: the arguments of `delta_ppl_matrix` (texts: the first `n_texts` eval texts)."""
+
+    neurons: str = ""
+    variants: list = field(default_factory=lambda: ["specific+related"])
+    n_texts: int | None = None
+    max_length: int = 128
+    batch_size: int = 8
+    n_random: int = 3
+    random_seed: int = 0
+    random_columns: str = "all"
+    random_variants: list | None = None
+    cells: str = "all"
+
+    def check(self, where: str) -> None:
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ValueError(f"{where}: variants must be among {', '.join(VARIANTS)}, got {self.variants}")
+        if self.random_columns not in RANDOM_COLUMNS:
+            raise ValueError(f"{where}: random_columns must be one of {', '.join(RANDOM_COLUMNS)}")
+        if self.cells not in ("all", "diagonal"):
+            raise ValueError(f"{where}: cells must be 'all' or 'diagonal'")
 
 
 def variant_classes(variant: str) -> tuple[str, ...]:
@@ -47,14 +76,6 @@ def row_set(neurons: NeuronSet, language: str, variant: str = DEFAULT_VARIANT) -
     Classes are those of the full set (a neuron is "specific" when only `language` has it).
     """
     return neurons.select([language], classes=variant_classes(variant))
-
-
-def is_empty(neurons: NeuronSet) -> bool:
-    return not bool(neurons.union_mask().any())
-
-
-def _n_neurons(neurons: NeuronSet) -> int:
-    return int(neurons.union_mask().sum())
 
 
 def eval_columns(
@@ -85,7 +106,7 @@ def ablated_log_ppl(
 
     An empty set is rejected (ValueError): deactivating nothing measures nothing.
     """
-    if is_empty(neurons.select(None, classes=classes)):
+    if neurons.select(None, classes=classes).is_empty():
         raise ValueError(f"the neuron set {neurons.languages} has no neuron of classes {list(classes)} to deactivate")
     columns = list(eval_texts) if columns is None else list(columns)
     with deactivate(model, neurons, classes=classes):
@@ -152,7 +173,7 @@ def delta_ppl_matrix(
         n_random = 0
 
     row_sets = {(variant, lang): row_set(neurons, lang, variant) for variant in variants for lang in rows}
-    empty = {variant: [lang for lang in rows if is_empty(row_sets[variant, lang])] for variant in variants}
+    empty = {variant: [lang for lang in rows if row_sets[variant, lang].is_empty()] for variant in variants}
     if all(len(empty[v]) == len(rows) for v in variants):
         raise ValueError(
             f"every row of the ΔPPL matrix is empty: no language in {rows} has neurons of variants {variants}"
@@ -210,7 +231,7 @@ def delta_ppl_matrix(
                 delta.append([done[c]["log_ppl"] - baseline[c]["log_ppl"] if c in done else None for c in columns])
             entry = {
                 "classes": list(classes),
-                "n_neurons": {lang: _n_neurons(row_sets[variant, lang]) for lang in rows},
+                "n_neurons": {lang: len(row_sets[variant, lang]) for lang in rows},
                 "empty_rows": empty[variant],
                 "log_ppl": log_ppl,
                 "ppl": ppl,
@@ -307,3 +328,50 @@ def headline(result: dict, variant: str = DEFAULT_VARIANT) -> dict:
     if variant not in result["variants"]:
         variant = next(iter(result["variants"]))
     return {"variant": variant, **result["variants"][variant]["summary"]}
+
+
+def ablate_language(
+    model, neurons: NeuronSet, corpus, language: str, *, classes: Sequence[str] | None = ("specific", "related"),
+    n_texts: int = 50, batch_size: int = 8, max_length: int = 256,
+) -> dict:
+    """One row of the ΔPPL matrix (`steer ablate`): log-PPL of the first `n_texts` eval texts of every
+    language of both `corpus` and `neurons`, unsteered and with `language`'s neurons of `classes` set to 0."""
+    chosen = neurons.select([language], classes=classes)
+    texts = {lang: corpus.eval[lang][:n_texts] for lang in corpus.languages if lang in neurons.languages}
+    if any(not items for items in texts.values()):
+        raise ValueError("perplexity needs at least one text")
+    columns = list(texts)
+    base = ablated = {}
+    if columns:
+        base = eval_columns(model, texts, columns, batch_size=batch_size, max_length=max_length)
+        if any(base[lang]["log_ppl"] is None for lang in columns):
+            raise ValueError("no token to score: every text is shorter than two tokens")
+        with deactivate(model, chosen, classes=classes):
+            ablated = eval_columns(model, texts, columns, batch_size=batch_size, max_length=max_length)
+    evaluated = {lang: {"log_ppl": base[lang]["log_ppl"], "ablated_log_ppl": ablated[lang]["log_ppl"],
+                        "delta_log_ppl": ablated[lang]["log_ppl"] - base[lang]["log_ppl"]} for lang in columns}
+    return {"language": language, "classes": None if classes is None else list(classes), "n_neurons": len(chosen),
+            "evaluated": evaluated}
+
+
+def _run(ctx: Context, spec: DeltaPPLBench, job: Job) -> dict:
+    neurons = ctx.neurons[spec.neurons]
+    texts = ctx.eval_texts(spec.n_texts)
+    rows = [lang for lang in neurons.languages if lang in texts]
+    cache_key = ("baseline", stable_hash({lang: texts[lang] for lang in texts}), spec.max_length)
+    result = delta_ppl_matrix(
+        ctx.model, neurons, texts, rows=rows, variants=spec.variants, n_random=spec.n_random,
+        random_seed=spec.random_seed, random_columns=spec.random_columns, random_variants=spec.random_variants,
+        cells=spec.cells, batch_size=spec.batch_size, max_length=spec.max_length,
+        baseline=ctx.cache.get(cache_key), checkpoint=job.checkpoint, progress=ctx.progress,
+    )
+    ctx.cache[cache_key] = result["baseline"]
+    plot_delta_ppl(result, job.figures[0])
+    result["neurons"] = spec.neurons
+    return result
+
+
+register(Benchmark(
+    kind="delta_ppl", spec=DeltaPPLBench, run=_run, figures=("{name}.png",),
+    section=lambda result, figures: delta_ppl_section(result, figures[0]),
+))

@@ -1,86 +1,94 @@
 """The end-to-end demo: corpus → stats → neurons (zhang2025, lape) → ΔPPL matrix with random
 control → forced-language generation → low-resource transfer → layer distribution → report.
 
-`run_demo(out)` runs it on the embedded Gemma 3 270M and the LibreOffice-help corpus (10
-languages), sized for a 2-core CPU (about a quarter of an hour); it writes `out/summary.json`
-(the headline numbers and the seconds of each stage) and `out/report.md` with its figures, and
-resumes where it stopped when run again on the same `out`. `demo_config()` is the same run as a
-`BenchConfig` (`benchmarks/demo.toml` holds it as TOML).
+The demo is one benchmark config, `demo.toml`, shipped beside this module. `run_demo(out)` runs
+it on the embedded Gemma 3 270M and the LibreOffice-help corpus (10 languages), sized for a
+2-core CPU (about a quarter of an hour); it writes `out/summary.json` (the headline numbers and
+the seconds of each stage) and `out/report.md` with its figures, and resumes where it stopped when
+run again on the same `out`. `demo_config()` is that config as a `BenchConfig`, with `quick`
+sizes (`QUICK`) or other sizes (`KNOBS`) applied.
 """
 
 from __future__ import annotations
 
+import copy
 import time
+from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from steer._io import write_json_atomic
+from steer.bench.report import write_report
+from steer.bench.runner import execute, preamble, result_meta, sections, torch_threads
+from steer.bench.schema import BenchConfig, load_config
+from steer.corpus import Corpus, load_corpus
 from steer.models import model_info
-from steer.bench.config import (
-    BenchConfig, BenchEntry, CompareBench, CorpusConfig, DeltaPPLBench, ForcedBench, LayersBench, ModelConfig,
-    NeuronConfig, StatsConfig, TransferBench, execute, preamble, result_meta, sections, torch_threads,
-)
 
-TITLE = "steer demo: language neurons, switched off and turned up"
 QUICK_LANGUAGES = ("en", "de", "eu")
 
-# Sizes of the full demo (chosen so the whole run takes ~15 min on 2 CPU cores; see README).
-FULL = dict(max_tokens_per_language=10_000, n_eval=8, max_length=128, n_random=3, n_prompts=2,
-            max_new_tokens=16, sweep_targets=["de", "ja", "eu"], transfer_texts=5, top_rate=0.01)
-QUICK = dict(max_tokens_per_language=300, n_eval=2, max_length=32, n_random=1, n_prompts=1,
-             max_new_tokens=4, sweep_targets=None, transfer_texts=2, top_rate=0.05)
+
+def _spec(config: BenchConfig, name: str):
+    return next(entry.spec for entry in config.benchmarks if entry.name == name)
+
+
+def _max_length(config: BenchConfig, value: int) -> None:
+    config.stats.max_length = value
+    for entry in config.benchmarks:
+        if hasattr(entry.spec, "max_length"):
+            entry.spec.max_length = value
+
+
+def _top_rate(config: BenchConfig, value: float) -> None:
+    for spec in config.neurons.values():
+        spec.params["top_rate"] = value
+
+
+# The demo's sizes, by name: where each one goes in demo.toml's config.
+KNOBS: dict[str, Callable[[BenchConfig, Any], None]] = {
+    "max_tokens_per_language": lambda c, v: setattr(c.stats, "max_tokens_per_language", v),
+    "n_eval": lambda c, v: setattr(c.corpus, "n_eval", v),
+    "max_length": _max_length,
+    "n_random": lambda c, v: setattr(_spec(c, "delta_ppl"), "n_random", v),
+    "n_prompts": lambda c, v: setattr(_spec(c, "forced"), "n_prompts", v),
+    "max_new_tokens": lambda c, v: setattr(_spec(c, "forced"), "max_new_tokens", v),
+    "sweep_targets": lambda c, v: setattr(_spec(c, "forced"), "sweep_targets", v),
+    "sweep_modes": lambda c, v: setattr(_spec(c, "forced"), "sweep_modes", v),
+    "sweep_strengths": lambda c, v: setattr(_spec(c, "forced"), "sweep_strengths", v),
+    "transfer_texts": lambda c, v: setattr(_spec(c, "transfer"), "n_texts", v),
+    "top_rate": _top_rate,
+}
+
+# `quick`: a tiny run for tests and smoke checks (seconds on a tiny model, minutes on the embedded one).
+QUICK = dict(max_tokens_per_language=300, n_eval=2, max_length=32, n_random=1, n_prompts=1, max_new_tokens=4,
+             sweep_targets=None, sweep_modes=["add"], sweep_strengths=[2.0], transfer_texts=2, top_rate=0.05)
 
 
 def demo_config(
     *,
     quick: bool = False,
     model: str | None = None,
-    corpus_source: str = "libreoffice",
+    corpus_source: str | None = None,
     languages: Sequence[str] | None = None,
     **knobs,
 ) -> BenchConfig:
-    """The demo as a BenchConfig. `knobs` override the sizes in FULL / QUICK (same names)."""
-    sizes = dict(QUICK if quick else FULL)
-    unknown = sorted(set(knobs) - set(sizes))
+    """The demo (`demo.toml`) as a BenchConfig; `quick` applies `QUICK`, then `knobs` (see `KNOBS`;
+    None leaves a size alone). `model`, `corpus_source`, `languages`: instead of the config's."""
+    unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
-        raise ValueError(f"unknown demo knob '{unknown[0]}' (known: {', '.join(sorted(sizes))})")
-    sizes.update({k: v for k, v in knobs.items() if v is not None})
-    neurons = {
-        "zhang2025": NeuronConfig(method="zhang2025", params={"top_rate": sizes["top_rate"]}),
-        "lape": NeuronConfig(method="lape", params={"top_rate": sizes["top_rate"]}),
-    }
-    sweep_strengths = [2.0] if quick else [1.0, 2.0, 4.0]
-    sweep_modes = ["add"] if quick else ["set", "add", "diffmean"]
-    benchmarks = [
-        BenchEntry("delta_ppl", "delta_ppl", DeltaPPLBench(
-            neurons="zhang2025", variants=["specific+related"], max_length=sizes["max_length"],
-            n_random=sizes["n_random"], random_columns="diagonal")),
-        BenchEntry("delta_ppl", "delta_ppl_variants", DeltaPPLBench(
-            neurons="zhang2025", variants=["specific", "specific+related+general"], cells="diagonal",
-            max_length=sizes["max_length"], n_random=0, random_columns="none")),
-        BenchEntry("delta_ppl", "delta_ppl_lape", DeltaPPLBench(
-            neurons="lape", variants=["specific+related"], cells="diagonal", max_length=sizes["max_length"],
-            n_random=1, random_columns="diagonal")),
-        BenchEntry("forced", "forced", ForcedBench(
-            neurons="zhang2025", n_prompts=sizes["n_prompts"], max_new_tokens=sizes["max_new_tokens"],
-            sweep_modes=sweep_modes, sweep_strengths=sweep_strengths, sweep_n_prompts=1,
-            sweep_targets=sizes["sweep_targets"])),
-        BenchEntry("transfer", "transfer", TransferBench(
-            neurons="zhang2025", n_texts=sizes["transfer_texts"], max_length=sizes["max_length"], n_random=1)),
-        BenchEntry("layers", "layers", LayersBench(neurons="zhang2025")),
-        BenchEntry("layers", "layers_lape", LayersBench(neurons="lape")),
-        BenchEntry("compare", "compare_methods", CompareBench(a="lape", b="zhang2025")),
-    ]
-    return BenchConfig(
-        model=ModelConfig(name=model or "gemma-3-270m"),
-        corpus=CorpusConfig(source=corpus_source, languages=list(languages) if languages else None,
-                            n_eval=sizes["n_eval"]),
-        stats=StatsConfig(max_tokens_per_language=sizes["max_tokens_per_language"], batch_size=8,
-                          max_length=sizes["max_length"]),
-        neurons=neurons,
-        benchmarks=benchmarks,
-        title=TITLE,
-    )
+        raise ValueError(f"unknown demo knob '{unknown[0]}' (known: {', '.join(sorted(KNOBS))})")
+    with as_file(files("steer.bench").joinpath("demo.toml")) as path:
+        config = load_config(path)
+    config.base_dir = Path.cwd()  # relative paths given to the demo are the caller's
+    sizes = {**(QUICK if quick else {}), **{k: v for k, v in knobs.items() if v is not None}}
+    for knob, value in sizes.items():
+        KNOBS[knob](config, copy.deepcopy(value))
+    if model:
+        config.model.name = model
+    if corpus_source:
+        config.corpus.source = corpus_source
+    if languages:
+        config.corpus.languages = list(languages)
+    return config
 
 
 def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
@@ -166,17 +174,15 @@ def run_demo(
 ) -> dict:
     """Run the demo into `out`; returns the summary (also written to `out/summary.json`).
 
-    `quick`: a tiny size for tests (3 languages, a few texts, few tokens). `model`: a model name,
-    folder or loaded model (default: the embedded Gemma 3 270M). `corpus`: a Corpus or a corpus
-    name / path (default: the LibreOffice help). `languages`: which languages (default: the
-    corpus's; with `quick`, en, de, eu where present). `knobs`: sizes, see `FULL`
+    `quick`: a tiny size for tests (3 languages, a few texts, few tokens: `QUICK`). `model`: a
+    model name, folder or loaded model (default: the embedded Gemma 3 270M). `corpus`: a Corpus or
+    a corpus name / path (default: the LibreOffice help). `languages`: which languages (default:
+    the corpus's; with `quick`, en, de, eu where present). `knobs`: sizes, see `KNOBS`
     (max_tokens_per_language, n_eval, max_length, n_random, n_prompts, max_new_tokens,
-    sweep_targets, transfer_texts, top_rate). `threads`: torch CPU threads for the run (restored
-    after); on a CPU shared with other work, 1 can be several times faster than the default.
+    sweep_targets, sweep_modes, sweep_strengths, transfer_texts, top_rate). `threads`: torch CPU
+    threads for the run (restored after); on a CPU shared with other work, 1 can be several times
+    faster than the default.
     """
-    from steer.bench.report import write_report
-    from steer.corpus import Corpus, load_corpus
-
     started = time.perf_counter()
     out = Path(out)
     if corpus is not None and not isinstance(corpus, Corpus):
@@ -207,6 +213,6 @@ def run_demo(
 
 def _check_sweep_targets(config: BenchConfig) -> None:
     for entry in config.benchmarks:
-        if entry.kind == "forced" and entry.spec.sweep_targets:
+        if getattr(entry.spec, "sweep_targets", None):
             kept = [t for t in entry.spec.sweep_targets if t in config.corpus.languages]
             entry.spec.sweep_targets = kept or None

@@ -11,13 +11,42 @@ continuation (after its prompt) under the *unsteered* model; lower is more fluen
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from steer.progress import progress_bar
 from steer.bench._common import Partial, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
-from steer.scoring import token_nll
+from steer.bench.plots import plot_forced
+from steer.bench.registry import Benchmark, Context, Job, register
+from steer.bench.report import forced_section
 from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, FORCE_MODES, generate
+from steer.progress import progress_bar
+from steer.scoring import token_nll
+
+
+@dataclass
+class ForcedBench:
+    """`[bench.forced]`: the arguments of `forced_language` (mode None: the default mode)."""
+
+    neurons: str = ""
+    n_prompts: int = 3
+    prompt_words: int = 8
+    mode: str | None = None
+    strength: float | None = None
+    sweep_modes: list = field(default_factory=lambda: ["set", "add", "diffmean"])
+    sweep_strengths: list = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sweep_n_prompts: int = 1
+    sweep_targets: list | None = None
+    max_new_tokens: int = 24
+    batch_size: int = 32
+    fluency: bool = True
+
+    def check(self, where: str) -> None:
+        for mode in [self.mode, *self.sweep_modes]:
+            if mode is not None and mode not in FORCE_MODES:
+                raise ValueError(f"{where}: unknown mode '{mode}' (known: {', '.join(FORCE_MODES)})")
+        if self.n_prompts < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"{where}: n_prompts and max_new_tokens must be at least 1")
 
 
 def _is_cjk(ch: str) -> bool:
@@ -233,3 +262,27 @@ def forced_language(
         "examples": examples,
         "sweep": sweep,
     }
+
+
+def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
+    result = forced_language(
+        ctx.model, ctx.neurons[spec.neurons], ctx.stats, ctx.eval_texts(max(spec.n_prompts, spec.sweep_n_prompts)),
+        n_prompts=spec.n_prompts, prompt_words=spec.prompt_words, mode=spec.mode or DEFAULT_FORCE_MODE,
+        strength=spec.strength, sweep_modes=spec.sweep_modes, sweep_strengths=spec.sweep_strengths,
+        sweep_n_prompts=spec.sweep_n_prompts, sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens,
+        batch_size=spec.batch_size, fluency=spec.fluency, checkpoint=job.checkpoint, progress=ctx.progress,
+    )
+    plot_forced(result, job.figures[0])
+    result["neurons"] = spec.neurons
+    return result
+
+
+def _key(ctx: Context) -> dict:
+    # the steering strengths come from the stats; a spec without mode/strength uses the defaults
+    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH]}
+
+
+register(Benchmark(
+    kind="forced", spec=ForcedBench, run=_run, figures=("{name}.png",), key=_key,
+    section=lambda result, figures: forced_section(result, figures[0]),
+))

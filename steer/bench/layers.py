@@ -11,9 +11,22 @@ simple, stated rule (see its docstring): a heuristic reading, not a fitted model
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from steer.bench.plots import plot_layers, plot_overlap
+from steer.bench.registry import Benchmark, Context, Job, register
+from steer.bench.report import layers_section
 from steer.neurons import NeuronSet
+
+
+@dataclass
+class LayersBench:
+    """`[bench.layers]`: which neuron set to describe."""
+
+    neurons: str = ""
+
 
 STAGE_NAMES = (
     "multilingual understanding",
@@ -95,3 +108,17 @@ def layer_distribution(neurons: NeuronSet) -> dict:
         "related_overlap": related_overlap.tolist(),
         "related_jaccard": [[round(float(v), 4) for v in row] for row in jaccard],
     }
+
+
+def _run(ctx: Context, spec: LayersBench, job: Job) -> dict:
+    result = layer_distribution(ctx.neurons[spec.neurons])
+    plot_layers(result, job.figures[0])
+    plot_overlap(result, job.figures[1])
+    result["neurons"] = spec.neurons
+    return result
+
+
+register(Benchmark(
+    kind="layers", spec=LayersBench, run=_run, figures=("{name}.png", "{name}_overlap.png"),
+    section=lambda result, figures: layers_section(result, figures[0], figures[1]),
+))

@@ -9,15 +9,33 @@ whether turning them up helps or hurts T.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from steer.progress import progress_bar
 from steer.bench._common import Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint
-from steer.bench.delta_ppl import eval_columns, is_empty
+from steer.bench.delta_ppl import eval_columns
+from steer.bench.plots import plot_transfer
+from steer.bench.registry import Benchmark, Context, Job, register
+from steer.bench.report import transfer_section
 from steer.languages import LOW_RESOURCE
-from steer.steering import amplify, deactivate
 from steer.neurons import NeuronSet
+from steer.progress import progress_bar
+from steer.steering import amplify, deactivate
+
+
+@dataclass
+class TransferBench:
+    """`[bench.transfer]`: the arguments of `low_resource_transfer` (texts: the first `n_texts` eval texts)."""
+
+    neurons: str = ""
+    low_resource: list | None = None
+    high_resource: list | None = None
+    factor: float = 2.0
+    n_random: int = 1
+    n_texts: int | None = None
+    max_length: int = 128
+    batch_size: int = 8
 
 
 def shared_set(neurons: NeuronSet, source: str, target: str) -> NeuronSet:
@@ -84,12 +102,12 @@ def low_resource_transfer(
         for target in low_resource:
             baseline[target] = log_ppl(f"{target}/baseline", target)
             own = neurons.select([target], classes=("specific",))
-            if is_empty(own):
+            if own.is_empty():
                 specific[target] = {"n_neurons": 0, "delta_log_ppl": None}
                 bar.update(1)
             else:
                 value = log_ppl(f"{target}/specific", target, lambda own=own: deactivate(model, own))
-                specific[target] = {"n_neurons": int(own.union_mask().sum()), "delta_log_ppl": value - baseline[target]}
+                specific[target] = {"n_neurons": len(own), "delta_log_ppl": value - baseline[target]}
             pairs[target] = {}
             for source in high_resource:
                 shared = shared_set(neurons, source, target)
@@ -140,3 +158,20 @@ def low_resource_transfer(
         "pairs": pairs,
         "summary": summary,
     }
+
+
+def _run(ctx: Context, spec: TransferBench, job: Job) -> dict:
+    result = low_resource_transfer(
+        ctx.model, ctx.neurons[spec.neurons], ctx.eval_texts(spec.n_texts), low_resource=spec.low_resource,
+        high_resource=spec.high_resource, factor=spec.factor, n_random=spec.n_random, batch_size=spec.batch_size,
+        max_length=spec.max_length, checkpoint=job.checkpoint, progress=ctx.progress,
+    )
+    plot_transfer(result, job.figures[0])
+    result["neurons"] = spec.neurons
+    return result
+
+
+register(Benchmark(
+    kind="transfer", spec=TransferBench, run=_run, figures=("{name}.png",),
+    section=lambda result, figures: transfer_section(result, figures[0]),
+))
