@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steer-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,21 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
+
+# Re-execute the notebooks at their default size on the embedded model: each notebooks/NN_*.py (the source)
+# updates its paired .ipynb, which is then run top to bottom in a fresh kernel and saved with its outputs.
+# Their files go to a temporary folder removed afterwards. On a busy CPU, OMP_NUM_THREADS=1 can be much faster.
+NB_STAMP := $(VENV)/.steer-notebooks-installed
+NOTEBOOK_SOURCES := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+
+$(NB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks]"
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	$(BIN)/jupytext --to ipynb --update $(NOTEBOOK_SOURCES)
+	out=$$(mktemp -d) && STEER_NB_OUT=$$out $(BIN)/jupyter-execute --inplace --timeout=-1 \
+		$(NOTEBOOK_SOURCES:.py=.ipynb); status=$$?; rm -rf "$$out"; exit $$status
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

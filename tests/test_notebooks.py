@@ -1,4 +1,10 @@
-"""Execute the worked examples in notebooks/ at a small size; a cell that raises fails the test.
+"""The worked examples in notebooks/: executed at a small size, and their committed .ipynb checked.
+
+Each notebook's source is a jupytext percent-format `.py`, paired with an `.ipynb` committed with the
+outputs of a full-size run (`make notebooks`). The tests check that each pair holds the same cells and
+that the `.ipynb` carries a clean run's outputs, and execute the `.py` sources at a small size (the
+sizes come from environment variables read in each notebook's first code cell); a cell that raises
+fails the test.
 
 Each notebook runs in a fresh kernel on *this* interpreter (a private kernelspec, so a user-level
 `python3` kernel pointing elsewhere cannot be picked up), writes only under a temporary
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +29,13 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+jupytext = pytest.importorskip("jupytext")
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "03_forced_language_generation",
+         "04_alignment_and_language_neurons"]
+PLOTTING = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "04_alignment_and_language_neurons"]
 KERNEL = "steer-test-python"
 CELL_TIMEOUT = 600
 
@@ -57,14 +69,20 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[Path, float]:
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if key not in os.environ:
             monkeypatch.setenv(key, "1")
+    # The kernel imports the steer under test (this checkout), wherever the environment's install points.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     jupyter = _kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(jupyter), os.environ.get("JUPYTER_PATH")])))
 
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")  # the source: code and markdown, no outputs
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), f"{name} has stored outputs"
-    # First cell: fail at once if the kernel is not this interpreter's environment.
+    # First cell: fail at once if the kernel is not this interpreter's environment, or imports another steer.
+    init = str((ROOT / "steer" / "__init__.py").resolve())
     nb.cells.insert(0, nbformat.v4.new_code_cell(
-        f"import sys\nassert sys.prefix == {sys.prefix!r}, f'kernel runs {{sys.executable}}, not the test environment'"
+        "import os, sys\n"
+        f"assert sys.prefix == {sys.prefix!r}, f'kernel runs {{sys.executable}}, not the test environment'\n"
+        "import steer\n"
+        f"assert os.path.realpath(steer.__file__) == {init!r}, f'kernel imports {{steer.__file__}}'"
     ))
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     workdir = tmp_path / "cwd"
@@ -79,17 +97,41 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[Path, float]:
     return out / name, seconds
 
 
-def test_notebooks_exist_without_outputs():
-    names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["01_find_language_neurons", "02_ablate_and_delta_ppl", "03_forced_language_generation",
-                     "04_alignment_and_language_neurons"]
-    for name in names:
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
+
+
+def test_notebooks_exist_with_outputs():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
+    assert sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")) == NAMES
+    assert not (NOTEBOOKS / "build.py").exists(), "the notebooks' source is their .py, not a generator"
+    temp = tempfile.gettempdir()
+    for name in NAMES:
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         nbformat.validate(nb)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, f"{name} has stored outputs"
         assert "STEER_NB_OUT" in nb.cells[1].source, f"{name} must write under $STEER_NB_OUT"
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        # One clean run from the top in a fresh kernel: every cell executed, in order, none failed.
+        assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), f"{name} is not executed"
+        outputs = [output for cell in code for output in cell.outputs]
+        assert outputs, f"{name} has no outputs"
+        assert not [o for o in outputs if o.output_type == "error"], f"{name} has an error output"
+        assert not [o for o in outputs if o.get("name") == "stderr" and "Traceback" in o.text], name
+        text = json.dumps([o for o in outputs if "image/png" not in o.get("data", {})])
+        assert temp not in text, f"{name}'s outputs show a temporary path"
+        pngs = sum("image/png" in o.get("data", {}) for o in outputs)
+        assert pngs >= (name in PLOTTING), f"{name} has no plot in its outputs"
+        assert (NOTEBOOKS / f"{name}.ipynb").stat().st_size < 1_000_000, f"{name}.ipynb is over 1 MB"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_pair_in_sync(name):
+    """The .py (source) and the .ipynb (executed) hold the same cells: `make notebooks` after an edit."""
+    source = jupytext.read(NOTEBOOKS / f"{name}.py")
+    executed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert _cells(executed) == _cells(source), f"{name}.py and {name}.ipynb differ: run `make notebooks`"
+    for nb in (source, executed):
+        assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
 @pytest.mark.integration

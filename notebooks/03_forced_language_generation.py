@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Forcing the output language
+#
+# To make the model continue in a target language, `steer.generate(..., force_language=target)`
+# switches off the other languages' neurons (keeping those the target shares) and pushes the
+# target's own neurons towards their mean activation on target-language text (from the stats).
+# Each continuation's language is then detected offline (`steer.detect_language`).
+
+# %%
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+import steer
+
+# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers.
+MAX_STATS = int(os.environ.get("STEER_NB_MAX_STATS", 24))  # paragraphs per language for the statistics
+MAX_LENGTH = int(os.environ.get("STEER_NB_MAX_LENGTH", 128))  # tokens per paragraph, at most
+LANGUAGES = [code for code in os.environ.get("STEER_NB_LANGUAGES", "").split(",") if code]  # empty: all
+N_EVAL = 0  # no held-out paragraphs needed here
+TARGETS = os.environ.get("STEER_NB_TARGETS", "de,fr,ja").split(",")  # languages to force
+N_PROMPTS = int(os.environ.get("STEER_NB_N_PROMPTS", 3))
+MAX_NEW_TOKENS = int(os.environ.get("STEER_NB_MAX_NEW_TOKENS", 24))
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (read when transformers loads)
+
+# Everything this notebook writes goes under $STEER_NB_OUT (default: a fresh temporary folder, kept in OUT).
+OUT = Path(os.environ.get("STEER_NB_OUT") or tempfile.mkdtemp(prefix="steer-nb-")) / "03_forced_language_generation"
+OUT.mkdir(parents=True, exist_ok=True)
+print(f"steer {steer.__version__}; files go to",
+      f"$STEER_NB_OUT/{OUT.name}" if os.environ.get("STEER_NB_OUT") else "a temporary folder (OUT)")
+
+
+def table(header, rows):
+    """Show rows as a markdown table."""
+    def cell(value):
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    display(Markdown("\n".join(lines)))
+
+
+# %% [markdown]
+# ## Neurons
+#
+# As in notebook 1: collect statistics on a slice of the corpus and identify neurons with `zhang2025`.
+
+# %%
+started = time.perf_counter()
+model = steer.load_model()
+corpus = steer.load_corpus(progress=False)
+corpus = corpus.subset(languages=LANGUAGES or None, max_stats=MAX_STATS, max_eval=N_EVAL)
+stats = steer.collect(model, corpus, max_length=MAX_LENGTH, progress=False)
+neurons = steer.identify(stats, method="zhang2025")
+print(steer.model_info(model).name, "|", corpus)
+print(f"{sum(neurons.counts_by_sharing().values())} language neurons (zhang2025, λ = {neurons.params['lambda']:.3f})"
+      f" from {int(stats.tokens.sum())} tokens in {time.perf_counter() - started:.0f} s")
+
+targets = [lang for lang in TARGETS if lang in neurons.languages and not neurons[lang].is_empty()]
+skipped = [lang for lang in TARGETS if lang not in targets]
+if skipped:
+    print("not forced (not in the corpus slice, or no neurons at this size):", skipped)
+print("targets:", targets)
+
+# %% [markdown]
+# ## Unsteered and forced, side by side
+#
+# Greedy decoding, English prompts. The unsteered model continues in English; each forced column
+# should switch to its target language.
+
+# %%
+PROMPTS = [
+    "To insert a table into your document, open the",
+    "The weather was cold this morning, so we",
+    "A spreadsheet function adds the values of",
+][:N_PROMPTS]
+
+plain = steer.generate(model, PROMPTS, neurons=neurons, max_new_tokens=MAX_NEW_TOKENS)
+forced = {target: steer.generate(model, PROMPTS, neurons=neurons, stats=stats, force_language=target,
+                                 max_new_tokens=MAX_NEW_TOKENS) for target in targets}
+
+table(["prompt", "unsteered"] + [f"forced → {t}" for t in targets],
+      [[prompt, f"{plain.texts[i]} ({plain.languages[i]})"]
+       + [f"{forced[t].texts[i]} ({forced[t].languages[i]})" for t in targets]
+       for i, prompt in enumerate(PROMPTS)])
+
+# %%
+success = {t: sum(lang == t for lang in forced[t].languages) / len(PROMPTS) for t in targets}
+unsteered_share = {t: sum(lang == t for lang in plain.languages) / len(PROMPTS) for t in targets}
+table(["target", "continuations in target (forced)", "in target (unsteered)"],
+      [[t, f"{success[t]:.0%}", f"{unsteered_share[t]:.0%}"] for t in targets])
+
+# %% [markdown]
+# ## Steering modes
+#
+# Three ways to push the target's neurons (with the other languages' neurons off in all three):
+# - `set`: the neuron's activation is replaced by strength × its mean on target-language text;
+# - `add`: strength × that mean is added (the default);
+# - `diffmean`: strength × (target mean − mean over the other languages) is added.
+
+# %%
+example, target = PROMPTS[0], targets[0]
+rows = [["unsteered", "–", plain.texts[0], plain.languages[0]]]
+for mode in ("set", "add", "diffmean"):
+    out = steer.generate(model, example, neurons=neurons, stats=stats, force_language=target, mode=mode,
+                         max_new_tokens=MAX_NEW_TOKENS)
+    rows.append([mode, out.settings["strength"], out.texts[0], out.languages[0]])
+display(Markdown(f"Prompt: *{example}*, target **{target}**"))
+table(["mode", "strength", "continuation", "detected"], rows)
+
+# %% [markdown]
+# ## Detected languages
+#
+# `steer.detect_language` is an offline identifier; restricted to candidate languages it picks the
+# most likely of them, and says `und` when it cannot tell (e.g. a continuation without letters).
+
+# %%
+texts = plain.texts + [text for t in targets for text in forced[t].texts]
+for text, lang in zip(texts, steer.detect_language(texts, candidates=neurons.languages), strict=True):
+    print(f"{lang:>4}  {text[:90]!r}")
+
+result = {"unsteered": plain.to_dict(), "forced": {t: g.to_dict() for t, g in forced.items()}, "success": success}
+(OUT / "generations.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+print("wrote generations.json")
+
+# %% [markdown]
+# For a sweep over targets, modes and strengths with fluency scores, see `steer.bench.forced_language`
+# or `steer bench`.
