@@ -1,13 +1,20 @@
 """Installing hook functions on TransformerLens hook points, only ever for the length of a `with` block.
 
-Hooks are registered with torch's own `register_forward_hook` on the `HookPoint` modules and removed
-through their handles in `finally`, so an exception inside the block leaves the model with exactly
-the hooks it had before, and hooks the user added themselves are never touched.
+steer registers its hooks through the hook point's own API, `HookPoint.add_hook(fn, dir="fwd",
+is_permanent=True)`, so they are TransformerLens hooks like any other: they show in
+`hook_point.fwd_hooks` and `model.list_hooks()`, and the hook point's input/output conversion applies
+to them as to the user's. They are marked permanent only so that a `model.reset_hooks()` (which
+clears the user's temporary hooks) does not silently switch a steering off in the middle of its
+block; steer removes exactly its own handles in `finally` (never by a global reset), so an
+exception inside the block leaves the model with exactly the hooks it had before, and hooks the
+user added themselves are never touched. `model.reset_hooks(including_permanent=True)` inside the
+block does remove steer's hooks too: the block then warns when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -20,37 +27,57 @@ class StopForward(Exception):
 
 
 def hook_point(model, name: str) -> torch.nn.Module:
+    return _lookup(model.hook_dict, name)
+
+
+def _lookup(points: dict, name: str) -> torch.nn.Module:
     try:
-        return model.hook_dict[name]
+        return points[name]
     except KeyError:
         raise ValueError(f"the model has no hook point '{name}'") from None
 
 
 @contextlib.contextmanager
 def attached(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
-    """Attach `fn(activation) -> activation | None` to each named hook point for the block's duration."""
-    handles = []
+    """Attach `fn(activation) -> activation | None` to each named hook point for the block's duration.
+
+    Each hook is a TransformerLens hook (`HookPoint.add_hook`), visible in `hook_point.fwd_hooks`.
+    """
+    points = model.hook_dict  # a property that rebuilds the alias map: read it once
+    check = getattr(model, "check_hooks_to_add", None)  # TransformerLens' own refusal of gated-off points
+    added = []
     try:
         for name, fn in hooks:
-            module = hook_point(model, name)
-            handles.append(module.register_forward_hook(_as_forward_hook(fn)))
+            point = _lookup(points, name)
+            hook = _as_lens_hook(fn, name)
+            if check is not None:
+                check(point, name, hook)
+            added.append((point, point.add_hook(hook, dir="fwd", is_permanent=True)))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        lost = [point.name for point, handle in added if not any(h is handle for h in point.fwd_hooks)]
+        for point, handle in reversed(added):
+            handle.hook.remove()
+            point.fwd_hooks[:] = [h for h in point.fwd_hooks if h is not handle]
+        if lost:
+            warnings.warn(f"steer's hooks on {', '.join(lost)} were removed inside their block "
+                          "(reset_hooks(including_permanent=True)?): they stopped acting from then on", stacklevel=3)
 
 
-def _as_forward_hook(fn: HookFn):
-    def forward_hook(module, inputs, output):
-        return fn(output)
+def _as_lens_hook(fn: HookFn, name: str):
+    def lens_hook(activation, hook=None):
+        return fn(activation)
 
-    return forward_hook
+    lens_hook.__qualname__ = f"steer[{name}]:{getattr(fn, '__qualname__', type(fn).__name__)}"
+    lens_hook.__wrapped__ = fn
+    return lens_hook
 
 
 def hook_count(model) -> int:
     """How many forward hooks are installed on the model's hook points (for leak checks).
 
-    `hook_dict` lists some hook points under two names (aliases); each module is counted once.
+    Counts torch's registrations, so hooks added through TransformerLens, steer or torch directly
+    all count. `hook_dict` lists some hook points under two names (aliases); each module is counted once.
     """
     modules = {id(module): module for module in model.hook_dict.values()}
     return sum(len(module._forward_hooks) for module in modules.values())

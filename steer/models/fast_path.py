@@ -1,57 +1,205 @@
-"""Running the bridge's HF model as plain HF modules wherever no hook is attached."""
+"""Running the bridge's HF model as plain HF modules wherever no hook is attached.
+
+The bridge wraps every HF module (and re-implements attention eagerly so that attention-pattern
+hooks can fire). `fast_path` swaps each bridge component back for its HF original unless a hook
+needs it, so the forward costs what plain HF costs; hook points stay the interface.
+
+What the fast path guarantees, and its documented gaps (each pinned by a test in
+tests/test_fast_path.py):
+
+- A hook attached *before* entering fires as often, on the same values, as without the fast path:
+  forward hooks, forward pre-hooks and backward hooks alike, on a `HookPoint` or on a bridge
+  component itself (`model.blocks[3].register_forward_hook(...)`). Such a component is kept as a
+  bridge, and so is every bridge that must run for it to be called (GPT-2's split q/k/v/o
+  projections exist only inside the bridge's attention, so a hook on them keeps that attention).
+- A hook added *inside* the block to a module that the fast path does not run (a swapped-out
+  component, its hook points, its bridge-only parts) raises a one-line RuntimeError naming the point,
+  through every door: steer's `attached`, TransformerLens' `add_hook` / `model.hooks()` /
+  `run_with_hooks`, and torch's `register_forward_hook`, `register_forward_pre_hook` and backward
+  hooks. Hooks added inside the block to points that do run work as usual.
+- Gap: a hook point that the bridge never fires may fire here: TransformerLens' joint-QKV attention
+  (GPT-2) computes q, k and v from its own split weights and never calls `attn.qkv`, whereas the HF
+  attention that replaces it does.
+- Inside the block `model.blocks[i]` and its parts are what runs: the HF modules where the bridge
+  was swapped out (hooking those works). Keeping a bridge component is decided at entry: a hook
+  removed inside the block leaves its component bridged (only slower) until the block ends.
+- Nested `fast_path` blocks on one model do nothing more than the outer one.
+
+Everything is restored on exit, also after an exception.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
-import torch
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+_REGISTER_METHODS = frozenset({"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+                               "register_full_backward_pre_hook", "register_backward_hook"})
+_ACTIVE = "_steer_fast_path"
 
 
-def _hooked_points(model) -> set[int]:
-    return {id(point) for point in model.hook_dict.values() if point._forward_hooks or point._forward_pre_hooks}
+def _original(module: nn.Module) -> nn.Module | None:
+    return module._modules.get("_original_component")
 
 
-def _owns_hooked_point(component: torch.nn.Module, hooked: set[int]) -> bool:
-    return any(id(child) in hooked for child in component._modules.values())
+class _Tree:
+    """Every module under the HF root (bridge components, their parts and originals): parents, hooks."""
+
+    def __init__(self, root: nn.Module):
+        self.root = root
+        self.modules: dict[int, nn.Module] = {id(root): root}
+        self.parents: dict[int, list[nn.Module]] = {}
+        self.hooked: list[nn.Module] = []  # modules with any forward, pre-forward or backward hook
+        modules, parents, hooked = self.modules, self.parents, self.hooked
+        stack = [root]
+        while stack:
+            module = stack.pop()
+            attrs = module.__dict__
+            if (attrs["_forward_hooks"] or attrs["_forward_pre_hooks"] or attrs["_backward_hooks"]
+                    or attrs.get("_backward_pre_hooks")):
+                hooked.append(module)
+            for child in attrs["_modules"].values():
+                if child is None:
+                    continue
+                key = id(child)
+                if key in parents:
+                    parents[key].append(module)
+                else:
+                    parents[key] = [module]
+                    modules[key] = child
+                    stack.append(child)
+
+    def live(self, keep: set[int]) -> set[int]:
+        """The modules a forward reaches when the bridges outside `keep` are swapped for their originals.
+
+        A kept bridge reaches its hook points, its original, and the parts that exist only inside the
+        bridge (not among its original's children); parts it shares with its original are reached
+        through the original's slots, swapped or not.
+        """
+        reached = {id(self.root)}
+        stack = [self.root]
+        while stack:
+            children = stack.pop()._modules
+            original = children.get("_original_component")
+            if original is not None:  # a kept bridge
+                shared = {id(child) for child in original._modules.values()}
+                for child in children.values():
+                    if child is not None and id(child) not in shared and id(child) not in reached:
+                        reached.add(id(child))
+                        stack.append(child)
+                continue
+            for child in children.values():
+                if child is None:
+                    continue
+                inner = child._modules.get("_original_component")
+                if inner is not None and id(child) not in keep:
+                    child = inner
+                if id(child) not in reached:
+                    reached.add(id(child))
+                    stack.append(child)
+        return reached
+
+    def bridge_ancestors(self, module: nn.Module) -> set[int]:
+        """The nearest bridge components above `module` (through plain HF modules)."""
+        found: set[int] = set()
+        seen: set[int] = set()
+        stack = list(self.parents.get(id(module), []))
+        while stack:
+            parent = stack.pop()
+            if id(parent) in seen:
+                continue
+            seen.add(id(parent))
+            if _original(parent) is not None:
+                found.add(id(parent))
+            else:
+                stack.extend(self.parents.get(id(parent), []))
+        return found
+
+
+def _keep_set(tree: _Tree) -> tuple[set[int], set[int]]:
+    """Which bridges to keep so that every hooked module runs; and the modules reached then."""
+    hooked = tree.hooked
+    keep = {id(m) for m in hooked if _original(m) is not None}
+    keep |= {bridge for m in hooked if isinstance(m, HookPoint) for bridge in tree.bridge_ancestors(m)}
+    while True:
+        live = tree.live(keep)
+        stranded = [m for m in hooked + [tree.modules[i] for i in keep] if id(m) not in live]
+        if not stranded:
+            return keep, live
+        more = set().union(*(tree.bridge_ancestors(m) for m in stranded)) - keep
+        if not more:
+            names = ", ".join(sorted(_name(tree.root, m) for m in stranded))
+            raise RuntimeError(f"hooks on {names} cannot run inside steer's fast_path; remove them or run without it")
+        keep |= more
+
+
+def _name(root: nn.Module, module: nn.Module) -> str:
+    if isinstance(module, HookPoint) and module.name:
+        return module.name
+    for child in module._modules.values():  # a bridge component: its hook points carry its TransformerLens name
+        if isinstance(child, HookPoint) and child.name and "." in child.name:
+            return child.name.rsplit(".", 1)[0]
+    names = [n for n, m in root.named_modules(remove_duplicate=False) if m is module]
+    return min(names, key=len) if names else type(module).__name__
+
+
+def _refuse(root: nn.Module, module: nn.Module, *args, **kwargs):
+    raise RuntimeError(
+        f"hook added to {_name(root, module)} inside steer's fast_path, where that component runs as "
+        "plain HF; attach hooks before entering fast_path"
+    )
 
 
 @contextlib.contextmanager
 def fast_path(model) -> Iterator[None]:
     """While active, the HF model runs as plain HF (SDPA attention) except where hooks are attached.
 
-    The bridge wraps every HF module (and re-implements attention eagerly so that attention-pattern
-    hooks can fire). Inside this context each bridge component is swapped back for its original HF
-    module unless it directly owns a hook point that has hooks attached *when the context is
-    entered*; so attach hooks first, then enter. Those hooks fire as usual; hook points without hooks
-    cost nothing. Everything is restored on exit, also after an exception.
+    Attach hooks first, then enter: each bridge component is swapped back for its original HF module
+    unless a hook attached at entry needs it (a hook on one of its hook points or on the component
+    itself, forward, pre-forward or backward). Those hooks fire exactly as without the fast path;
+    hook points without hooks cost nothing. Adding a hook inside the block to a point whose component
+    was swapped out raises a RuntimeError instead of never firing. See the module docstring for the
+    documented gaps. Everything is restored on exit, also after an exception.
     """
     hf_model = model.original_model
-    hooked = _hooked_points(model)
-    swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    if hf_model.__dict__.get(_ACTIVE):
+        yield
+        return
+    tree = _Tree(hf_model)
+    keep, live = _keep_set(tree)
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    guarded: list[dict] = []  # the __dict__ of each module that does not run, its registration refused
     configs = [c for c in (hf_model.config, getattr(hf_model.config, "text_config", None)) if c is not None]
     old_impl = [c._attn_implementation for c in configs]
-
-    def unwrap(module: torch.nn.Module, seen: set[int]) -> None:
-        if id(module) in seen:
-            return
-        seen.add(id(module))
-        for name, child in list(module._modules.items()):
-            original = None if child is None else child._modules.get("_original_component")
-            if original is not None and not _owns_hooked_point(child, hooked):
-                swaps.append((module, name, child))
-                module._modules[name] = original
-                child = original
-            if child is not None:
-                unwrap(child, seen)
-
     try:
-        unwrap(hf_model, set())
+        hf_model.__dict__[_ACTIVE] = True
+        for module_id in live:
+            module = tree.modules.get(module_id)
+            if module is None or _original(module) is not None:
+                continue
+            for name, child in list(module._modules.items()):
+                if child is not None and id(child) not in keep and _original(child) is not None:
+                    swaps.append((module, name, child))
+                    module._modules[name] = _original(child)
+        for module_id, module in tree.modules.items():
+            if module_id not in live:
+                attrs = module.__dict__
+                attrs.update(dict.fromkeys(_REGISTER_METHODS, functools.partial(_refuse, model, module)))
+                guarded.append(attrs)
         for config in configs:
             config._attn_implementation = "sdpa"
         yield
     finally:
         for module, name, child in reversed(swaps):
             module._modules[name] = child
+        for attrs in guarded:
+            for attr in _REGISTER_METHODS:
+                attrs.pop(attr, None)
         for config, impl in zip(configs, old_impl):
             config._attn_implementation = impl
+        hf_model.__dict__.pop(_ACTIVE, None)
+
