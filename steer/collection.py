@@ -19,7 +19,8 @@ from torch import Tensor
 
 from steer._io import sha256_text
 from steer.hooks import StopForward, attached
-from steer.models import decoder, fast_path, model_info
+from steer.models import decoder, model_info
+from steer.models.fast_path import fast_path
 from steer.progress import progress_bar
 from steer.stats import META_FILE, ActivationStats
 from steer.tokens import encode_with_mask, right_pad

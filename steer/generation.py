@@ -17,7 +17,7 @@ from torch import Tensor
 
 from steer.steering import Intervention, Steering, active_steerings
 from steer.langid import detect_language
-from steer.models import fast_path
+from steer.models.fast_path import fast_path
 from steer.tokens import left_pad
 from steer.neurons import NeuronSet
 

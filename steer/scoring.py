@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.models import decoder, fast_path
+from steer.models import decoder
+from steer.models.fast_path import fast_path
 from steer.tokens import encode_with_mask, right_pad
 
 # (prompt, continuation): only the continuation's tokens are scored.

@@ -11,7 +11,7 @@ import torch
 
 import steer
 from steer.hooks import attached, hook_count
-from steer.models import fast_path
+from steer.models.fast_path import fast_path
 from steer.neurons import NeuronSet
 from steer.testing import tiny_model_dir
 

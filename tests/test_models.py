@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import steer
-from steer.models import SITES, fast_path, model_info, weights_hash
+from steer.models import SITES, model_info, weights_hash
+from steer.models.fast_path import fast_path
 from steer.testing import tiny_model_dir
 
 

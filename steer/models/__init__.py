@@ -3,7 +3,8 @@
 `load_model` returns a TransformerLens `TransformerBridge`. `model_info` is the identity written
 into every file derived from a model, and `check_model` refuses a file made for another model.
 Where the neurons live: `steer.models.sites`; the embedded default: `steer.models.embedded`;
-plain-HF execution where no hook is attached: `steer.models.fast_path`.
+plain-HF execution where no hook is attached: `steer.models.fast_path.fast_path` (the module is not
+shadowed by the function: `import steer.models.fast_path as m` gives the module).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import torch
 
 from steer.models.embedded import EMBEDDED_MODEL, embedded_model_dir, quiet_transformers
-from steer.models.fast_path import fast_path
 from steer.models.sites import SITES, NeuronSite, check_activation, site_for_model_type
 
 __all__ = [
