@@ -35,6 +35,7 @@ def cmd_collect(args) -> None:
 
     import steer
     from steer._io import check_writable_dir
+    from steer.collection import clear_checkpoint
 
     out = check_writable_dir(args.out)  # before loading anything
     model = steer.load_model(args.model, device=args.device)
@@ -46,6 +47,7 @@ def cmd_collect(args) -> None:
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank holds the full stats
         stats.save(out)
+        clear_checkpoint(out / "checkpoint")
         print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
 
 
@@ -268,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steer: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("steer: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+        print("steer: interrupted; work up to the last checkpoint is kept: rerun the same command to resume",
+              file=sys.stderr)
         return 130
     return 0
 

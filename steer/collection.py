@@ -154,12 +154,24 @@ def collect(
         raise ValueError("no languages to collect; pass a corpus with text")
     if batch_size < 1 or max_length < 2:
         raise ValueError("batch_size must be >= 1 and max_length >= 2")
+    if max_tokens_per_language is not None and max_tokens_per_language < 1:
+        raise ValueError(
+            f"max_tokens_per_language must be a positive number of tokens (or None for no limit), "
+            f"got {max_tokens_per_language}"
+        )
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1 batch, got {checkpoint_every}")
     batches = plan_batches(
         model.tokenizer, texts, languages, batch_size=batch_size, max_length=max_length,
         include_bos=include_bos, max_tokens_per_language=max_tokens_per_language,
     )
-    if not batches:
-        raise ValueError("the corpus gave no tokens to count; check that its texts are not empty")
+    planned = {k for k in (batch.language for batch in batches)}
+    empty = [lang for k, lang in enumerate(languages) if k not in planned]
+    if empty:
+        raise ValueError(
+            f"the corpus gives no tokens to count for {', '.join(map(repr, empty))} (split '{split}'); "
+            "add texts for it or leave it out (languages=...)"
+        )
     device = next(model.original_model.parameters()).device
     rank, world = _distributed_rank(device)
     mine = [i for i in range(len(batches)) if i % world == rank]
@@ -239,27 +251,44 @@ def _all_reduce(stats: ActivationStats) -> None:
     stats.meta["world_size"] = dist.get_world_size()
 
 
-def _checkpoint_dir(checkpoint: str | Path, rank: int) -> Path:
-    return Path(checkpoint) / f"rank{rank}"
+def checkpoint_file(checkpoint: str | Path, rank: int = 0) -> Path:
+    """The one file that holds a rank's progress: tensors and metadata, replaced in one rename."""
+    return Path(checkpoint) / f"rank{rank}.safetensors"
+
+
+def clear_checkpoint(checkpoint: str | Path) -> None:
+    """Remove a finished run's checkpoint files (and the folder, when nothing else is in it)."""
+    folder = Path(checkpoint)
+    for file in folder.glob("rank*.safetensors"):
+        file.unlink()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _save_checkpoint(checkpoint, stats: ActivationStats, done: int, rank: int) -> None:
-    stats.meta["done_batches"] = done
-    stats.save(_checkpoint_dir(checkpoint, rank))
+    Path(checkpoint).mkdir(parents=True, exist_ok=True)
+    stats.save_file(checkpoint_file(checkpoint, rank), done_batches=done)
 
 
 def _resume(checkpoint, meta, languages, info, sq_sums: bool, rank: int) -> tuple[ActivationStats, int]:
     fresh = ActivationStats.zeros(languages, info.n_layers, info.d_mlp, sq_sums=sq_sums, **meta)
-    if checkpoint is None or not (_checkpoint_dir(checkpoint, rank) / META_FILE).exists():
+    if checkpoint is None or not checkpoint_file(checkpoint, rank).exists():
         return fresh, 0
-    saved = ActivationStats.load(_checkpoint_dir(checkpoint, rank))
+    where = checkpoint_file(checkpoint, rank)
+    saved = ActivationStats.load_file(where)
     if saved.meta.get("plan") != meta["plan"] or saved.meta.get("model", {}).get("weights_hash") != info.weights_hash:
         raise ValueError(
-            f"the checkpoint in '{checkpoint}' is for another model, corpus or batch plan; "
+            f"the checkpoint '{where}' is for another model, corpus or batch plan; "
             "delete it or pass another checkpoint folder"
         )
-    for key in ("n_layers", "d_mlp", "languages", "tokens", "has_sums", "has_sq_sums", "steer_version"):
-        saved.meta.pop(key, None)
+    if saved.languages != list(languages):
+        raise ValueError(f"the checkpoint '{where}' is for the languages {saved.languages}; delete it to start over")
     if sq_sums and saved.sq_sums is None:
-        saved.sq_sums = torch.zeros_like(saved.sums)
-    return saved, int(saved.meta.get("done_batches", 0))
+        raise ValueError(
+            f"the checkpoint '{where}' was collected without sq_sums, so its squares would miss the first "
+            "batches; rerun without sq_sums to resume it, or delete it to start over with sq_sums"
+        )
+    if not sq_sums:
+        saved.sq_sums = None
+    done = int(saved.meta.pop("done_batches", 0))
+    return saved, done

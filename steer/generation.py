@@ -119,25 +119,27 @@ def generate(
         if steering is not None:
             stack.enter_context(steering)
         stack.enter_context(fast_path(model))  # after the hooks are attached
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            input_ids, attention_mask = left_pad([tokenizer(p, add_special_tokens=True)["input_ids"] for p in chunk],
-                                                 pad_id)
-            width = input_ids.shape[1]
+        try:
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start : start + batch_size]
+                input_ids, attention_mask = left_pad([tokenizer(p, add_special_tokens=True)["input_ids"] for p in chunk],
+                                                     pad_id)
+                width = input_ids.shape[1]
+                for active in active_steerings(model):
+                    active.phase.prompt_width = width
+                torch.manual_seed(seed + start)
+                output = model.original_model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                    max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample, temperature=temperature if do_sample else None,
+                    top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
+                    return_dict_in_generate=True, output_logits=return_logits,
+                )
+                texts += tokenizer.batch_decode(output.sequences[:, width:], skip_special_tokens=True)
+                if return_logits:
+                    logits += list(torch.stack(output.logits, dim=1).float().cpu())
+        finally:  # also after an exception or Ctrl-C: an outer steering must not keep this prompt's boundary
             for active in active_steerings(model):
-                active.phase.prompt_width = width
-            torch.manual_seed(seed + start)
-            output = model.original_model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample, temperature=temperature if do_sample else None,
-                top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
-                return_dict_in_generate=True, output_logits=return_logits,
-            )
-            texts += tokenizer.batch_decode(output.sequences[:, width:], skip_special_tokens=True)
-            if return_logits:
-                logits += list(torch.stack(output.logits, dim=1).float().cpu())
-        for active in active_steerings(model):
-            active.phase.prompt_width = None
+                active.phase.prompt_width = None
     if candidates is None and neurons is not None:
         candidates = neurons.languages
     languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)

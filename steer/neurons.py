@@ -21,6 +21,7 @@ from steer._io import steer_version, write_json_atomic
 from steer.models import check_model
 
 CLASSES = ("specific", "related")
+FORMAT = "steer.NeuronSet/1"
 
 
 @dataclass
@@ -155,6 +156,12 @@ class NeuronSet:
         return cls(list(languages), membership, method=meta.pop("method", "masks"), meta=meta)
 
     # ------------------------------------------------------------------ set algebra
+    # Two kinds of operation, never mixed:
+    # - union / intersection / difference / jaccard work on (language, layer, neuron) memberships,
+    #   row by row, matching rows by language name: a language missing from one side has no row
+    #   there (the empty set), so `a - b` removes nothing from a language that `b` does not list;
+    # - `without` works on (layer, neuron) positions, whatever the language: it removes the
+    #   positions from every row (and from `general`). Use it to keep some languages' neurons on.
     def _aligned(self, other: "NeuronSet") -> Bool[Tensor, "lang layer neuron"]:
         if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
             raise ValueError("the two neuron sets are for models of different shapes")
@@ -179,13 +186,32 @@ class NeuronSet:
         return NeuronSet(languages, membership, general, f"({self.method}{op}{other.method})", {}, dict(self.meta))
 
     def union(self, other: "NeuronSet") -> "NeuronSet":
+        """Per language (rows matched by name): the memberships of either set; languages of both."""
         return self._combine(other, "|")
 
     def intersection(self, other: "NeuronSet") -> "NeuronSet":
+        """Per language (rows matched by name): the memberships in both; a language `other` lacks becomes empty."""
         return self._combine(other, "&")
 
     def difference(self, other: "NeuronSet") -> "NeuronSet":
+        """Per language (rows matched by name): memberships not in `other`'s row of the same language.
+
+        Languages `other` does not list keep all their neurons. To drop neurons by position across
+        languages (e.g. everything a target language uses), use `without`.
+        """
         return self._combine(other, "-")
+
+    def without(self, positions: "Bool[Tensor, 'layer neuron'] | NeuronSet") -> "NeuronSet":
+        """The set with the given (layer, neuron) positions removed from every language and from general.
+
+        `positions`: a [layer, neuron] mask, or a NeuronSet whose positions (all its languages and
+        its general neurons: `union_mask()`) are removed.
+        """
+        mask = positions.union_mask() if isinstance(positions, NeuronSet) else torch.as_tensor(positions, dtype=torch.bool)
+        if tuple(mask.shape) != (self.n_layers, self.d_mlp):
+            raise ValueError(f"positions must be a [{self.n_layers}, {self.d_mlp}] mask, got {tuple(mask.shape)}")
+        return NeuronSet(list(self.languages), self.membership & ~mask, self.general & ~mask, self.method,
+                         dict(self.params), dict(self.meta))
 
     __or__, __and__, __sub__ = union, intersection, difference
 
@@ -239,7 +265,7 @@ class NeuronSet:
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
         return {
-            "format": "steer.NeuronSet/1",
+            "format": FORMAT,
             "steer_version": steer_version(),
             "method": self.method,
             "params": self.params,
@@ -262,23 +288,20 @@ class NeuronSet:
 
     @classmethod
     def load(cls, path: str | Path, model=None) -> "NeuronSet":
-        """Read a file written by `save`; with `model`, check it was made for that model."""
+        """Read a file written by `save`, validating every index; with `model`, check it was made for that model."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read neuron set '{path}': {error}") from None
-        if data.get("format") != "steer.NeuronSet/1":
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if isinstance(fmt, str) and fmt.startswith("steer.NeuronSet/") and fmt != FORMAT:
+            raise ValueError(f"'{path}' is a neuron set of a newer format ({fmt}; this steer reads {FORMAT}); upgrade steer")
+        if fmt != FORMAT:
             raise ValueError(f"'{path}' is not a steer neuron set (run `steer identify` to make one)")
-        masks = [data["neurons"][lang] for lang in data["languages"]]
-        neurons = cls.from_masks(masks, data["languages"], d_mlp=data["d_mlp"])
-        if neurons.n_layers != data["n_layers"]:
-            raise ValueError(f"'{path}' lists {neurons.n_layers} layers but says {data['n_layers']}; the file is damaged")
-        general = torch.zeros((data["n_layers"], data["d_mlp"]), dtype=torch.bool)
-        for layer, ix in enumerate(data.get("general", [])):
-            general[layer, torch.as_tensor(ix, dtype=torch.long)] = True
-        neurons.general = general
-        neurons.method, neurons.params, neurons.meta = data["method"], data["params"], data["meta"]
+        membership, general = _parse_neurons(data, path)
+        neurons = cls(data["languages"], membership, general, data.get("method", "custom"), data.get("params", {}),
+                      data.get("meta", {}))
         if model is not None:
             neurons.check_model(model, what=f"neuron set '{path}'")
         return neurons
@@ -313,3 +336,40 @@ def layer_concentration(neurons: NeuronSet, edge_fraction: float = 0.2) -> dict:
     return {"edge_layers": edge, "first_share": first / total if total else 0.0,
             "last_share": last / total if total else 0.0, "edge_share": share, "uniform_share": expected,
             "pattern_holds": holds, "verdict": verdict}
+
+
+def _parse_neurons(data: dict, path: Path) -> tuple[Bool[Tensor, "lang layer neuron"], Bool[Tensor, "layer neuron"]]:
+    """Membership and general masks from a neuron file's JSON, with a clear error for anything malformed."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"'{path}' is damaged: {what}; make it again with `steer identify`")
+
+    for key in ("languages", "n_layers", "d_mlp", "neurons"):
+        if key not in data:
+            raise bad(f"it has no '{key}'")
+    languages, n_layers, d_mlp = data["languages"], data["n_layers"], data["d_mlp"]
+    if not isinstance(languages, list) or not all(isinstance(lang, str) for lang in languages):
+        raise bad("'languages' must be a list of language codes")
+    for key, value in (("n_layers", n_layers), ("d_mlp", d_mlp)):
+        if type(value) is not int or value < 1:
+            raise bad(f"'{key}' must be a positive integer, got {value!r}")
+    missing = [lang for lang in languages if lang not in data["neurons"]]
+    if missing:
+        raise bad(f"no neuron entry for the language(s) {missing}")
+
+    def mask(per_layer, where: str) -> Bool[Tensor, "layer neuron"]:
+        if not isinstance(per_layer, list) or len(per_layer) != n_layers:
+            raise bad(f"{where} must list {n_layers} layers")
+        out = torch.zeros((n_layers, d_mlp), dtype=torch.bool)
+        for layer, indices in enumerate(per_layer):
+            if not isinstance(indices, list) or not all(type(i) is int for i in indices):
+                raise bad(f"{where}, layer {layer}: neuron indices must be integers")
+            if indices and not 0 <= min(indices) <= max(indices) < d_mlp:
+                raise bad(f"{where}, layer {layer}: a neuron index is outside 0..{d_mlp - 1}")
+            out[layer, indices] = True
+        return out
+
+    membership = torch.stack([mask(data["neurons"][lang], f"language '{lang}'") for lang in languages]) if languages \
+        else torch.zeros((0, n_layers, d_mlp), dtype=torch.bool)
+    general = mask(data["general"], "'general'") if "general" in data else None
+    return membership, general

@@ -14,6 +14,7 @@ They are filled by `steer.collect` (`steer.collection`) or built from counts com
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,10 @@ from steer.models import check_model
 
 STATS_FILE = "stats.safetensors"
 META_FILE = "stats.json"
+FORMAT = "steer.stats"
+# 2: the safetensors file carries the metadata (languages first) and is complete on its own;
+#    stats.json is a readable copy checked against it. 1: metadata in stats.json only.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -61,6 +66,9 @@ class ActivationStats:
                 value = torch.as_tensor(value).to(torch.float64)
                 if value.shape != self.active.shape:
                     raise ValueError(f"{name} must have the shape of active {tuple(self.active.shape)}")
+                if not torch.isfinite(value).all():
+                    bad = int((~torch.isfinite(value)).sum())
+                    raise ValueError(f"{name} holds {bad} non-finite values (NaN or inf); recollect the stats")
                 setattr(self, name, value)
 
     # ---------------------------------------------------------------- construction
@@ -73,7 +81,26 @@ class ActivationStats:
         sums: Float[Tensor, "lang layer neuron"] | None = None,
         **meta,
     ) -> "ActivationStats":
-        """Stats from counts computed elsewhere (e.g. by the reference implementations)."""
+        """Stats from counts computed elsewhere (e.g. by the reference implementations).
+
+        Negative counts are refused. Counts a little above `tokens` happen legitimately: the
+        reference code of Zhang et al. derives response-only counts as (full - prompt) passes.
+        They are clipped to `tokens` with a warning that says how many neurons and by how much.
+        """
+        active = torch.as_tensor(active).to(torch.int64)
+        tokens = torch.as_tensor(tokens).to(torch.int64)
+        if (active < 0).any() or (tokens < 0).any():
+            raise ValueError("counts must be non-negative (active and tokens)")
+        if active.ndim == 3 and tokens.ndim == 1 and active.shape[0] == tokens.shape[0]:
+            excess = active - tokens[:, None, None]
+            over = excess > 0
+            if over.any():
+                warnings.warn(
+                    f"{int(over.sum())} neuron counts exceed their language's token count (by up to "
+                    f"{int(excess.max())} tokens); clipped to the token count",
+                    stacklevel=2,
+                )
+                active = torch.minimum(active, tokens[:, None, None])
         return cls(list(languages), active, tokens, sums, None, dict(meta))
 
     @classmethod
@@ -161,6 +188,8 @@ class ActivationStats:
     def to_dict_meta(self) -> dict:
         return {
             **self.meta,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "languages": self.languages,
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
@@ -171,39 +200,114 @@ class ActivationStats:
         }
 
     # ---------------------------------------------------------------- I/O
-    def save(self, path: str | Path) -> Path:
-        """Write `path/stats.safetensors` and `path/stats.json` (each atomically)."""
+    def save_file(self, path: str | Path, **extra_meta) -> Path:
+        """Write one self-contained safetensors file (the metadata in its header), atomically."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {"active": self.active.cpu().contiguous(), "tokens": self.tokens.cpu().contiguous()}
         if self.sums is not None:
             tensors["sums"] = self.sums.cpu().contiguous()
         if self.sq_sums is not None:
             tensors["sq_sums"] = self.sq_sums.cpu().contiguous()
-        with atomic_file(path / STATS_FILE) as tmp:
-            save_file(tensors, str(tmp))
+        meta = {**self.to_dict_meta(), **extra_meta}
+        header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "languages": json.dumps(self.languages),
+                  "meta": json.dumps(meta, ensure_ascii=False)}
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
+        return Path(path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the folder `path`: stats.safetensors (complete on its own) and a readable stats.json."""
+        path = Path(path)
+        if path.is_file():
+            raise ValueError(f"'{path}' is a file; stats are saved into a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        self.save_file(path / STATS_FILE)
         write_json_atomic(path / META_FILE, self.to_dict_meta())
         return path
 
     @classmethod
+    def load_file(cls, path: str | Path) -> "ActivationStats":
+        """Read one file written by `save_file`, with a clear error for a damaged or newer one."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read '{path}' ({error}); the file is damaged or truncated: recollect the stats") from None
+        if header.get("format") != FORMAT:
+            raise ValueError(f"'{path}' is not a steer stats file (no '{FORMAT}' header); run `steer collect`")
+        _check_format_version(header.get("format_version"), path)
+        meta = _json(header.get("meta", "{}"), path)
+        return cls._from_parts(_json(header["languages"], path), tensors, meta, path)
+
+    @classmethod
     def load(cls, path: str | Path, model=None) -> "ActivationStats":
         """Read stats written by `save`; with `model`, check they were collected on that model."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         if path.is_file():
             path = path.parent
         if not (path / STATS_FILE).exists() or not (path / META_FILE).exists():
             raise ValueError(f"'{path}' holds no activation stats ({STATS_FILE} + {META_FILE}); run `steer collect` first")
-        meta = json.loads((path / META_FILE).read_text())
-        tensors = load_file(str(path / STATS_FILE))
-        stats = cls(
-            meta["languages"], tensors["active"], tensors["tokens"], tensors.get("sums"), tensors.get("sq_sums"), meta
-        )
-        if (stats.n_layers, stats.d_mlp) != (meta["n_layers"], meta["d_mlp"]):
-            raise ValueError(f"'{path}': tensor shapes disagree with their metadata; the file is damaged")
+        meta = _json((path / META_FILE).read_text(encoding="utf-8"), path / META_FILE)
+        _check_format_version(meta.get("format_version", 1), path / META_FILE)
+        if int(meta.get("format_version", 1)) >= 2:
+            stats = cls.load_file(path / STATS_FILE)
+            if stats.languages != meta.get("languages"):
+                raise ValueError(
+                    f"'{path / META_FILE}' lists the languages {meta.get('languages')} but the tensors are for "
+                    f"{stats.languages}; the folder was edited or mixed up: recollect the stats"
+                )
+        else:  # format 1: the languages live in stats.json only
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                tensors = load_file(str(path / STATS_FILE))
+            except (SafetensorError, OSError) as error:
+                raise ValueError(f"cannot read '{path / STATS_FILE}' ({error}); recollect the stats") from None
+            stats = cls._from_parts(meta["languages"], tensors, meta, path)
         if model is not None:
             stats.check_model(model)
         return stats
+
+    @classmethod
+    def _from_parts(cls, languages, tensors: dict, meta: dict, path: Path) -> "ActivationStats":
+        try:
+            stats = cls(languages, tensors["active"], tensors["tokens"], tensors.get("sums"), tensors.get("sq_sums"), meta)
+        except KeyError as missing:
+            raise ValueError(f"'{path}' has no {missing} tensor; the file is damaged: recollect the stats") from None
+        except ValueError as error:
+            raise ValueError(f"'{path}': {error}") from None
+        recorded = {key: meta[key] for key in ("n_layers", "d_mlp") if key in meta}
+        if recorded and (stats.n_layers, stats.d_mlp) != (recorded.get("n_layers"), recorded.get("d_mlp")):
+            raise ValueError(f"'{path}': tensor shapes disagree with their metadata; the file is damaged")
+        tokens = meta.get("tokens")
+        if isinstance(tokens, dict) and tokens != dict(zip(stats.languages, stats.tokens.tolist())):
+            raise ValueError(f"'{path}': the token counts disagree with their metadata; the file is damaged")
+        for key in ("format", "format_version", "languages", "n_layers", "d_mlp", "tokens", "has_sums", "has_sq_sums",
+                    "steer_version"):
+            stats.meta.pop(key, None)
+        return stats
+
+
+def _json(text: str, path: Path):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"'{path}' is not valid JSON ({error.msg} at line {error.lineno}); the file is damaged") from None
+
+
+def _check_format_version(version, path: Path) -> None:
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{path}' has no valid format version; the file is damaged") from None
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"'{path}' was written by a newer steer (stats format {version}; this steer reads up to "
+            f"{FORMAT_VERSION}); upgrade steer"
+        )

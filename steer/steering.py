@@ -214,9 +214,8 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
     layer_ops: dict[int, list[_LayerOp]] = {}
     for spec in interventions:
         chosen = neurons.select(_as_list(spec.languages), spec.classes, spec.layers)
-        if spec.exclude_languages:
-            keep = neurons.select(_as_list(spec.exclude_languages), list(CLASSES) + ["general"])
-            chosen = chosen.difference(keep)
+        if spec.exclude_languages:  # positions used by any excluded language stay untouched, whatever the rows
+            chosen = chosen.without(neurons.select(_as_list(spec.exclude_languages), list(CLASSES) + ["general"]))
         per_layer = chosen.layer_indices()
         if not per_layer:
             raise ValueError(f"the intervention {spec.op} on {spec.languages or 'all languages'} selects no neuron")

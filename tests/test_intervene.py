@@ -68,6 +68,52 @@ def test_exactly_the_selected_columns_change(tiny, tiny_stats, handmade, op):
     torch.testing.assert_close(steered[:, cols], expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["set", "add", "diffmean"])
+def test_forcing_a_language_leaves_the_neurons_it_shares_on(tiny, tiny_stats, handmade, mode):
+    """Forcing de: en's own neurons (3, 11) are zeroed; 7 (en and de) and 20 (de alone) get the push."""
+    from steer.generation import force_language_interventions
+
+    base = _capture(tiny)
+    specs = force_language_interventions(handmade, "de", mode=mode, strength=2.0)
+    steered = _capture(tiny, steering=steer.intervene(tiny, *specs, neurons=handmade, stats=tiny_stats))
+    means = tiny_stats.means()[:, 1]
+    de = tiny_stats.index("de")
+    push = {"set": 2.0 * means[de], "add": 2.0 * means[de],
+            "diffmean": 2.0 * (means[de] - means[[k for k in range(3) if k != de]].mean(0))}[mode]
+    assert (steered[:, [3, 11]] == 0).all()  # the other language's neurons only: off
+    for shared_or_own in (7, 20):  # pushed from the unsteered value, never zeroed first
+        expected = push[shared_or_own].expand(base.shape[0]) if mode == "set" else base[:, shared_or_own] + push[shared_or_own]
+        torch.testing.assert_close(steered[:, shared_or_own], expected, atol=1e-5, rtol=1e-5)
+    untouched = [j for j in range(128) if j not in (3, 7, 11, 20)]
+    assert torch.equal(steered[:, untouched], base[:, untouched])
+
+
+def test_without_removes_positions_from_every_language(handmade):
+    de_positions = handmade.select(["de"])
+    rest = handmade.select(["en", "ja"]).without(de_positions)
+    assert rest.to_masks()[0][1].tolist() == [3, 11]  # en loses 7, which de uses too
+    assert rest.to_masks()[1][2].tolist() == list(range(10))
+    # row-wise difference matches rows by language name: en is not in de's set, so nothing goes
+    assert handmade.select(["en"]).difference(de_positions).to_masks()[0][1].tolist() == [3, 7, 11]
+
+
+def test_an_interrupted_generate_leaves_no_stale_prompt_boundary(tiny, handmade):
+    calls = {"n": 0}
+
+    def interrupt(activation):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    outer = steer.deactivate(tiny, handmade["de"], phase="prompt")
+    with outer:
+        with pytest.raises(KeyboardInterrupt), attached(tiny, [("blocks.0.mlp.hook_pre", interrupt)]):
+            steer.generate(tiny, ["Hello there, how"], max_new_tokens=6)
+        assert outer.phase.prompt_width is None  # later forwards in this block: every position is prompt
+        steered = _capture(tiny)
+    assert (steered[:, [7, 20]] == 0).all()
+
+
 def test_deactivate_one_language_with_the_context_manager(tiny, handmade):
     base = _capture(tiny)
     steered = _capture(tiny, steering=steer.deactivate(tiny, handmade["en"]))

@@ -4,12 +4,15 @@ merging, two-process torch.distributed, checkpoint/resume, save/load and model c
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import steer
 from steer.hooks import attached, hook_count
+from steer.collection import checkpoint_file
 from steer.stats import ActivationStats
 
 from conftest import TEXTS
@@ -124,10 +127,44 @@ def test_interrupted_collection_resumes_without_double_counting(tiny, tmp_path):
     with pytest.raises(KeyboardInterrupt), attached(tiny, [("blocks.0.mlp.hook_pre", interrupt)]):
         steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
     assert hook_count(tiny) == hooks_before
-    partial = ActivationStats.load(tmp_path / "ckpt" / "rank0")
+    partial = ActivationStats.load_file(checkpoint_file(tmp_path / "ckpt"))
     assert 0 < partial.meta["done_batches"] < 9
     resumed = steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
     assert torch.equal(resumed.active, full.active) and torch.equal(resumed.tokens, full.tokens)
+    assert "done_batches" not in resumed.meta
+
+
+def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(tiny, tmp_path, monkeypatch):
+    """The checkpoint is one file replaced in one rename: a crash mid-write leaves the last good one."""
+    import safetensors.torch
+
+    full = steer.collect(tiny, TEXTS, batch_size=1, progress=False)
+    real_save = safetensors.torch.save_file
+    writes = {"n": 0}
+
+    def dying_save(tensors, filename, metadata=None):
+        writes["n"] += 1
+        if writes["n"] == 2:  # the second checkpoint: half a file, then the process "dies"
+            Path(filename).write_bytes(b"\0" * 100)
+            raise KeyboardInterrupt
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    kept = ActivationStats.load_file(checkpoint_file(tmp_path / "ckpt"))
+    assert kept.meta["done_batches"] == 2
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank0.safetensors"]
+    resumed = steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", checkpoint_every=2, progress=False)
+    assert torch.equal(resumed.active, full.active) and torch.equal(resumed.tokens, full.tokens)
+    torch.testing.assert_close(resumed.sums, full.sums, rtol=1e-9, atol=1e-9)
+
+
+def test_resuming_with_sq_sums_after_a_run_without_them_is_refused(tiny, tmp_path):
+    steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", progress=False)
+    with pytest.raises(ValueError, match="without sq_sums"):
+        steer.collect(tiny, TEXTS, batch_size=1, sq_sums=True, checkpoint=tmp_path / "ckpt", progress=False)
 
 
 def test_a_checkpoint_from_another_plan_is_refused(tiny, tmp_path):
@@ -148,8 +185,13 @@ def test_save_load_roundtrip_and_wrong_model(tiny, tiny_llama, tiny_stats, tmp_p
 def test_from_counts_validates(tiny_stats):
     stats = ActivationStats.from_counts(["a", "b"], torch.tensor([[[1, 2]], [[0, 3]]]), torch.tensor([4, 3]))
     torch.testing.assert_close(stats.probs(), torch.tensor([[[0.25, 0.5]], [[0.0, 1.0]]]))
-    with pytest.raises(ValueError, match="active > tokens"):
-        ActivationStats.from_counts(["a"], torch.tensor([[[5]]]), torch.tensor([4]))
+    with pytest.warns(UserWarning, match=r"1 neuron counts exceed .*by up to 1 tokens"):
+        clipped = ActivationStats.from_counts(["a"], torch.tensor([[[5, 2]]]), torch.tensor([4]))
+    assert clipped.active.tolist() == [[[4, 2]]]
+    with pytest.raises(ValueError, match="non-negative"):
+        ActivationStats.from_counts(["a"], torch.tensor([[[-1]]]), torch.tensor([4]))
+    with pytest.raises(ValueError, match="active > tokens"):  # a file or a direct construction is not clipped
+        ActivationStats(["a"], torch.tensor([[[5]]]), torch.tensor([4]))
     with pytest.raises(ValueError, match="2 languages but active has 1"):
         ActivationStats.from_counts(["a", "b"], torch.tensor([[[1]]]), torch.tensor([4, 4]))
 
