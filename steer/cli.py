@@ -42,6 +42,7 @@ def cmd_collect(args) -> None:
     corpus = steer.load_corpus(args.corpus)
     stats = steer.collect(
         model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
+        tokens_per_batch=args.tokens_per_batch,
         max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
         checkpoint=out / "checkpoint",
     )
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--corpus", default=None, help="corpus folder (default: the embedded corpus)")
     collect.add_argument("--out", required=True)
     collect.add_argument("--languages")
-    collect.add_argument("--batch-size", type=int, default=16)
+    collect.add_argument("--batch-size", type=int, help="texts per batch (default: the device's, 8 on a CPU)")
+    collect.add_argument("--tokens-per-batch", type=int, help="padded tokens per batch (default on a GPU: 32768)")
     collect.add_argument("--max-length", type=int, default=256)
     collect.add_argument("--max-tokens-per-language", type=int)
     collect.add_argument("--sq-sums", action="store_true")

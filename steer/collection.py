@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from steer._io import sha256_text
@@ -36,22 +36,44 @@ class Batch:
     count_mask: Int[Tensor, "batch pos"]  # 1 where a token is counted
 
 
+# Default batching per device type: (rows per batch, padded tokens per batch). A CPU gains nothing from
+# large batches; a GPU needs tens of thousands of tokens per forward pass to be busy.
+DEFAULT_BATCHING = {"cpu": (8, None), "cuda": (None, 32768)}
+MAX_BATCH_ROWS = 2**24  # float32 counts per batch are exact below this many (batch × position) rows
+
+
+def default_batching(device: torch.device | str, batch_size: int | None, tokens_per_batch: int | None):
+    """(batch_size, tokens_per_batch) with the device's defaults where both are None; validated."""
+    if batch_size is None and tokens_per_batch is None:
+        batch_size, tokens_per_batch = DEFAULT_BATCHING.get(torch.device(device).type, DEFAULT_BATCHING["cuda"])
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (or None), got {batch_size}")
+    if tokens_per_batch is not None and not 1 <= tokens_per_batch < MAX_BATCH_ROWS:
+        raise ValueError(f"tokens_per_batch must be between 1 and {MAX_BATCH_ROWS - 1}, got {tokens_per_batch}")
+    return batch_size, tokens_per_batch
+
+
 def plan_batches(
     tokenizer,
-    texts_by_language: dict[str, list] ,
+    texts_by_language: dict[str, list],
     languages: Sequence[str],
     *,
-    batch_size: int,
+    batch_size: int | None,
     max_length: int,
     include_bos: bool,
     max_tokens_per_language: int | None = None,
+    tokens_per_batch: int | None = None,
 ) -> list[Batch]:
     """Tokenise and group each language's texts into length-sorted batches (little padding).
 
-    A text is either a string (every token counts) or a (prompt, response) pair (only the
-    response's tokens count: the response-only mode of Zhang et al. 2025). The plan is a pure
-    function of its inputs, which is what makes a checkpointed run resumable.
+    A batch holds at most `batch_size` texts and at most `tokens_per_batch` padded tokens (texts ×
+    the longest one); None means no limit of that kind (one of the two must be set). A text is
+    either a string (every token counts) or a (prompt, response) pair (only the response's tokens
+    count: the response-only mode of Zhang et al. 2025). The plan is a pure function of its
+    inputs, which is what makes a checkpointed run resumable.
     """
+    if batch_size is None and tokens_per_batch is None:
+        raise ValueError("give batch_size or tokens_per_batch (or both)")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bos_id = tokenizer.bos_token_id
     batches: list[Batch] = []
@@ -68,8 +90,16 @@ def plan_batches(
                 budget -= sum(counted)
             items.append((ids, counted))
         items.sort(key=lambda pair: len(pair[0]))
-        for start in range(0, len(items), batch_size):
-            batches.append(Batch(k, *right_pad(items[start : start + batch_size], pad_id)))
+        group: list = []
+        for item in items:  # ascending length: the newest item is the longest of its group
+            rows = len(group) + 1
+            if group and ((batch_size is not None and rows > batch_size)
+                          or (tokens_per_batch is not None and rows * len(item[0]) > tokens_per_batch)):
+                batches.append(Batch(k, *right_pad(group, pad_id)))
+                group = []
+            group.append(item)
+        if group:
+            batches.append(Batch(k, *right_pad(group, pad_id)))
     return batches
 
 
@@ -85,24 +115,67 @@ def _plan_fingerprint(batches: list[Batch]) -> str:
     return sha256_text(*digest_parts)[:16]
 
 
+def weighted_sum(weights: Float[Tensor, " rows"], x: Float[Tensor, "rows neuron"]) -> Float[Tensor, " neuron"]:
+    """`weights @ x` accumulated in float32, whatever x's dtype (one matmul, no gather, no float64 cast).
+
+    With 0/1 weights and 0/1 x the result is an exact integer count below 2**24 rows.
+    """
+    if x.dtype == torch.float32:
+        return weights @ x
+    if x.is_cuda:  # bf16/fp16 tensor-core matmul with a float32 result
+        return torch.mm(weights[None], x, out_dtype=torch.float32)[0]
+    return weights.float() @ x.float()
+
+
 class _Counter:
-    """Hook functions that add one batch's activations into the running counts, one op per layer."""
+    """Hook functions that reduce one batch's activations into running totals: one matmul per layer and quantity.
+
+    Per batch, `weights` is 1 over the flattened (batch × position) rows that count and 0 elsewhere
+    (pads, prompts in response-only mode, BOS unless asked). `active` is `weights @ (act > 0)` and the
+    sums are `weights @ act` (and `weights @ act²`), float32 per batch, folded into int64 / float64
+    totals kept on each layer's own device (so a model split across devices needs no copies).
+    """
 
     def __init__(self, model, stats: ActivationStats, layers: Sequence[int]):
         info = model_info(model)
         self.stats = stats
         self.language = 0
-        self.rows: Tensor | None = None  # flat indices of the counted tokens of the current batch
+        self.mask: Tensor | None = None  # the current batch's count mask, flattened, on the host
+        self._weights: dict[tuple, Tensor] = {}  # that mask per (device, dtype), made once per batch
+        self._totals: dict[int, dict[str, Tensor]] = {}  # layer -> active / sums / sq_sums [lang, neuron]
         self.stop_layer = max(layers)
         self.hooks = []
         for layer in layers:
             self.hooks.append((info.site.activation_hook(layer), self._count_active(layer)))
             self.hooks.append((info.site.down_input_hook(layer), self._sum_down_input(layer)))
 
+    def start_batch(self, language: int, count_mask: Int[Tensor, "batch pos"]) -> None:
+        self.language = language
+        self.mask = count_mask.reshape(-1)
+        self._weights.clear()
+
+    def _weights_for(self, x: Tensor) -> Tensor:
+        key = (x.device, x.dtype)
+        weights = self._weights.get(key)
+        if weights is None:
+            weights = self._weights[key] = self.mask.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        return weights
+
+    def _layer_totals(self, layer: int, device: torch.device) -> dict[str, Tensor]:
+        totals = self._totals.get(layer)
+        if totals is None or totals["active"].device != device:
+            stats = self.stats
+            totals = {"active": stats.active[:, layer].to(device), "sums": stats.sums[:, layer].to(device)}
+            if stats.sq_sums is not None:
+                totals["sq_sums"] = stats.sq_sums[:, layer].to(device)
+            self._totals[layer] = totals
+        return totals
+
     def _count_active(self, layer: int):
         def hook(activation: Tensor) -> None:
-            counted = activation.reshape(-1, activation.shape[-1]).index_select(0, self.rows)
-            self.stats.active[self.language, layer] += (counted > 0).sum(0)
+            x = activation.reshape(-1, activation.shape[-1])
+            counts = weighted_sum(self._weights_for(x), (x > 0).to(x.dtype))
+            self._layer_totals(layer, x.device)["active"][self.language] += counts.to(torch.int64)
 
         return hook
 
@@ -110,14 +183,22 @@ class _Counter:
         stop = layer == self.stop_layer  # nothing after the last hooked MLP is needed
 
         def hook(activation: Tensor) -> None:
-            counted = activation.reshape(-1, activation.shape[-1]).index_select(0, self.rows).to(torch.float64)
-            self.stats.sums[self.language, layer] += counted.sum(0)
-            if self.stats.sq_sums is not None:
-                self.stats.sq_sums[self.language, layer] += counted.square().sum(0)
+            x = activation.reshape(-1, activation.shape[-1])
+            weights = self._weights_for(x)
+            totals = self._layer_totals(layer, x.device)
+            totals["sums"][self.language] += weighted_sum(weights, x)
+            if "sq_sums" in totals:
+                totals["sq_sums"][self.language] += weighted_sum(weights, x.square())
             if stop:
                 raise StopForward
 
         return hook
+
+    def fold(self) -> None:
+        """Write the per-layer totals back into the stats (on the host); a sync point, for checkpoints and the end."""
+        for layer, totals in self._totals.items():
+            for name, tensor in totals.items():
+                getattr(self.stats, name)[:, layer] = tensor.cpu()
 
 
 def collect(
@@ -126,7 +207,8 @@ def collect(
     *,
     languages: Sequence[str] | None = None,
     split: str = "stats",
-    batch_size: int = 8,
+    batch_size: int | None = None,
+    tokens_per_batch: int | None = None,
     max_length: int = 256,
     max_tokens_per_language: int | None = None,
     include_bos: bool = False,
@@ -136,6 +218,9 @@ def collect(
     progress: bool = True,
 ) -> ActivationStats:
     """Count, per language, how often each MLP neuron is active, streaming over the corpus.
+
+    Batches hold at most `batch_size` texts and `tokens_per_batch` padded tokens; with neither
+    given, the device's default (`DEFAULT_BATCHING`: 8 texts on a CPU, 32k tokens on a GPU).
 
     `corpus`: a `steer.Corpus` (its `split` is used), or a dict language -> list of texts, or of
     (prompt, response) pairs to count only the responses. Under `torch.distributed` each rank takes
@@ -152,8 +237,12 @@ def collect(
         raise ValueError(f"the corpus has no language {missing}; it has {sorted(texts)}")
     if not languages:
         raise ValueError("no languages to collect; pass a corpus with text")
-    if batch_size < 1 or max_length < 2:
-        raise ValueError("batch_size must be >= 1 and max_length >= 2")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    device = next(model.original_model.parameters()).device
+    batch_size, tokens_per_batch = default_batching(device, batch_size, tokens_per_batch)
+    if tokens_per_batch is None and batch_size * max_length >= MAX_BATCH_ROWS:
+        raise ValueError(f"batch_size × max_length must stay below {MAX_BATCH_ROWS} tokens; pass tokens_per_batch")
     if max_tokens_per_language is not None and max_tokens_per_language < 1:
         raise ValueError(
             f"max_tokens_per_language must be a positive number of tokens (or None for no limit), "
@@ -163,7 +252,7 @@ def collect(
         raise ValueError(f"checkpoint_every must be at least 1 batch, got {checkpoint_every}")
     batches = plan_batches(
         model.tokenizer, texts, languages, batch_size=batch_size, max_length=max_length,
-        include_bos=include_bos, max_tokens_per_language=max_tokens_per_language,
+        include_bos=include_bos, max_tokens_per_language=max_tokens_per_language, tokens_per_batch=tokens_per_batch,
     )
     planned = {k for k in (batch.language for batch in batches)}
     empty = [lang for k, lang in enumerate(languages) if k not in planned]
@@ -172,45 +261,44 @@ def collect(
             f"the corpus gives no tokens to count for {', '.join(map(repr, empty))} (split '{split}'); "
             "add texts for it or leave it out (languages=...)"
         )
-    device = next(model.original_model.parameters()).device
     rank, world = _distributed_rank(device)
     mine = [i for i in range(len(batches)) if i % world == rank]
     meta = {
         "model": {**info.to_dict()},
         "corpus": {"fingerprint": getattr(corpus, "fingerprint", lambda: "in-memory")(), "split": split,
                    "source": getattr(corpus, "source", "in-memory")},
-        "params": {"batch_size": batch_size, "max_length": max_length, "include_bos": include_bos,
+        "params": {"batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_length": max_length, "include_bos": include_bos,
                    "max_tokens_per_language": max_tokens_per_language,
                    "response_only": any(not isinstance(t, str) for lang in languages for t in texts[lang][:1])},
         "plan": _plan_fingerprint(batches),
     }
     stats, done = _resume(checkpoint, meta, languages, info, sq_sums, rank)
-    stats.to(device)  # counters live beside the activations: no host sync in the hot loop
-    counter = _Counter(model, stats, range(info.n_layers))
+    counter = _Counter(model, stats, range(info.n_layers))  # totals live beside each layer's activations
+    batch_tokens = [int(batch.count_mask.sum()) for batch in batches]  # from the plan: no device sync per batch
     todo = mine[done:]
     started = time.perf_counter()
-    bar = progress_bar(progress and rank == 0, total=int(sum(batches[i].count_mask.sum() for i in mine)), desc="collect",
-                       unit="tok", initial=int(sum(batches[i].count_mask.sum() for i in mine[:done])), unit_scale=True)
+    bar = progress_bar(progress and rank == 0, total=sum(batch_tokens[i] for i in mine), desc="collect", unit="tok",
+                       initial=sum(batch_tokens[i] for i in mine[:done]), unit_scale=True)
     try:
         with torch.inference_mode(), attached(model, counter.hooks), fast_path(model):
             for step, index in enumerate(todo, start=done + 1):
                 batch = batches[index]
-                counter.language = batch.language
-                counter.rows = batch.count_mask.reshape(-1).nonzero().squeeze(1).to(device)
+                counter.start_batch(batch.language, batch.count_mask)
                 try:
                     decoder(model)(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
                 except StopForward:
                     pass
-                stats.tokens[batch.language] += int(batch.count_mask.sum())
-                bar.update(int(batch.count_mask.sum()))
+                stats.tokens[batch.language] += batch_tokens[index]
+                bar.update(batch_tokens[index])
                 if checkpoint is not None and step % checkpoint_every == 0:
+                    counter.fold()
                     _save_checkpoint(checkpoint, stats, step, rank)
     finally:
         bar.close()
+    counter.fold()
     stats.meta["seconds"] = round(time.perf_counter() - started, 3)
     if world > 1:
-        _all_reduce(stats)
-    stats.to("cpu")
+        _all_reduce(stats, device)
     if checkpoint is not None:
         _save_checkpoint(checkpoint, stats, len(mine), rank)
     return stats
@@ -241,13 +329,16 @@ def _distributed_rank(device: torch.device) -> tuple[int, int]:
     return 0, 1
 
 
-def _all_reduce(stats: ActivationStats) -> None:
+def _all_reduce(stats: ActivationStats, device: torch.device) -> None:
+    """Sum every rank's counters (on `device`: nccl reduces GPU tensors only), in place."""
     import torch.distributed as dist
 
     for name in ("active", "tokens", "sums", "sq_sums"):
         tensor = getattr(stats, name)
         if tensor is not None:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            reduced = tensor.to(device)
+            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+            setattr(stats, name, reduced.cpu())
     stats.meta["world_size"] = dist.get_world_size()
 
 

@@ -58,6 +58,64 @@ def test_counts_equal_a_plain_torch_reference(tiny, tiny_dir):
     torch.testing.assert_close(stats.sums, sums, rtol=1e-4, atol=1e-3)
 
 
+def _gathered_float64_counts(model, texts, batch_size):
+    """The reduction collect used before the matmul one: gather the counted rows, cast to float64, sum."""
+    from steer.collection import plan_batches
+    from steer.models import decoder
+    from steer.stats import ActivationStats
+
+    info = steer.model_info(model)
+    stats = ActivationStats.zeros(list(texts), info.n_layers, info.d_mlp, sq_sums=True)
+    batches = plan_batches(model.tokenizer, texts, list(texts), batch_size=batch_size, max_length=256, include_bos=False)
+    state = {}
+
+    def count(layer):
+        def hook(x):
+            rows = x.reshape(-1, x.shape[-1]).index_select(0, state["rows"])
+            stats.active[state["k"], layer] += (rows > 0).sum(0)
+        return hook
+
+    def add(layer):
+        def hook(x):
+            rows = x.reshape(-1, x.shape[-1]).index_select(0, state["rows"]).double()
+            stats.sums[state["k"], layer] += rows.sum(0)
+            stats.sq_sums[state["k"], layer] += rows.square().sum(0)
+        return hook
+
+    hooks = [(info.site.activation_hook(layer), count(layer)) for layer in range(info.n_layers)]
+    hooks += [(info.site.down_input_hook(layer), add(layer)) for layer in range(info.n_layers)]
+    with torch.inference_mode(), attached(model, hooks):
+        for batch in batches:
+            state.update(k=batch.language, rows=batch.count_mask.reshape(-1).nonzero().squeeze(1))
+            decoder(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            stats.tokens[batch.language] += int(batch.count_mask.sum())
+    return stats
+
+
+@pytest.mark.parametrize("batching", [dict(batch_size=3), dict(tokens_per_batch=120), dict(batch_size=2, tokens_per_batch=90)])
+def test_matmul_reductions_equal_the_gathered_float64_path(tiny, batching):
+    stats = steer.collect(tiny, TEXTS, sq_sums=True, progress=False, **batching)
+    reference = _gathered_float64_counts(tiny, TEXTS, batch_size=1)
+    assert torch.equal(stats.tokens, reference.tokens)
+    assert torch.equal(stats.active, reference.active)
+    scale = reference.sums.abs().max()
+    torch.testing.assert_close(stats.sums, reference.sums, rtol=1e-6, atol=1e-6 * float(scale))
+    torch.testing.assert_close(stats.sq_sums, reference.sq_sums, rtol=1e-6, atol=1e-6 * float(reference.sq_sums.max()))
+
+
+def test_token_budget_bounds_every_batch(tiny):
+    from steer.collection import plan_batches
+
+    texts = {lang: items * 4 for lang, items in TEXTS.items()}
+    batches = plan_batches(tiny.tokenizer, texts, list(texts), batch_size=None, tokens_per_batch=200, max_length=256,
+                           include_bos=False)
+    assert all(b.input_ids.numel() <= 200 or b.input_ids.shape[0] == 1 for b in batches)
+    assert sum(int(b.count_mask.sum()) for b in batches) == sum(
+        int(b.count_mask.sum()) for b in plan_batches(tiny.tokenizer, texts, list(texts), batch_size=1, max_length=256,
+                                                      include_bos=False))
+    assert max(b.input_ids.shape[0] for b in batches) > 1
+
+
 def test_batched_counts_equal_one_text_at_a_time(tiny):
     batched = steer.collect(tiny, TEXTS, batch_size=4, progress=False)
     single = steer.collect(tiny, TEXTS, batch_size=1, progress=False)
