@@ -19,7 +19,7 @@ from torch import Tensor
 
 from steer._io import sha256_text
 from steer.hooks import StopForward, attached
-from steer.models import decoder, model_info
+from steer.models import decoder, input_device, model_info
 from steer.models.fast_path import fast_path
 from steer.progress import progress_bar
 from steer.stats import META_FILE, ActivationStats
@@ -239,7 +239,7 @@ def collect(
         raise ValueError("no languages to collect; pass a corpus with text")
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
-    device = next(model.original_model.parameters()).device
+    device = input_device(model)
     batch_size, tokens_per_batch = default_batching(device, batch_size, tokens_per_batch)
     if tokens_per_batch is None and batch_size * max_length >= MAX_BATCH_ROWS:
         raise ValueError(f"batch_size × max_length must stay below {MAX_BATCH_ROWS} tokens; pass tokens_per_batch")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from steer.steering import Intervention, Steering, active_steerings
 from steer.langid import detect_language
+from steer.models import input_device
 from steer.models.fast_path import fast_path
 from steer.tokens import left_pad
 from steer.neurons import NeuronSet
@@ -111,7 +112,7 @@ def generate(
     steering = Steering(model, specs, neurons, stats) if specs else None  # validates before any forward
     tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.original_model.parameters()).device
+    device = input_device(model)
     texts: list[str] = []
     logits: list[Tensor] = []
     with contextlib.ExitStack() as stack:

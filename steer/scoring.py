@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.models import decoder
+from steer.models import decoder, input_device
 from steer.models.fast_path import fast_path
 from steer.tokens import encode_with_mask, right_pad
 
@@ -79,7 +79,7 @@ def token_nll(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     items = [_encode(tokenizer, text, max_length, i) for i, text in enumerate(texts)]
     order = sorted(items, key=lambda item: len(item.ids))
-    device = next(model.original_model.parameters()).device
+    device = input_device(model)
     results: list[Tensor | None] = [None] * len(items)
     bar = None
     if progress:
@@ -108,6 +108,7 @@ def _batch_nll(model, chunk: list[_Item], pad_id: int, device) -> list[Tensor]:
         return [torch.zeros(0) for _ in chunk]
     output = decoder(model)(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False)
     hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+    device = hidden.device  # under a device map, the last layer's device
     targets_mask = scored[:, 1:].to(device)  # target t is predicted at position t - 1
     predicting = hidden[:, :-1][targets_mask]
     targets = input_ids[:, 1:].to(device)[targets_mask]

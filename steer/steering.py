@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from steer.hooks import attached
-from steer.models import decoder, model_info
+from steer.models import decoder, layer_device, model_info
 from steer.neurons import CLASSES, NeuronSet
 
 OPS = ("suppress", "scale", "set", "add")
@@ -209,7 +209,6 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
     if neurons is None:
         raise ValueError("interventions need a NeuronSet (steer.identify or NeuronSet.load)")
     neurons.check_model(model)
-    device = next(model.original_model.parameters()).device
     means = None
     layer_ops: dict[int, list[_LayerOp]] = {}
     for spec in interventions:
@@ -226,6 +225,7 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
             means = stats.means() if means is None else means
             target_row = means[stats.index(spec.target)]
         for layer, index in per_layer.items():
+            device = layer_device(model, layer)  # index and values live beside the layer's activations
             values: Tensor | float
             if spec.op == "suppress":
                 values = 0.0 if spec.value is None else spec.value

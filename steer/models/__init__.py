@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -95,7 +96,7 @@ def weights_hash(module: torch.nn.Module, samples_per_tensor: int = 4096) -> str
     practice (a fine-tune changes sampled entries of every adapted matrix).
     """
     digests = set()
-    for tensor in module.parameters():
+    for tensor in _materialised_parameters(module):
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)
         sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
@@ -103,6 +104,19 @@ def weights_hash(module: torch.nn.Module, samples_per_tensor: int = 4096) -> str
         digest.update(sample.numpy().tobytes())
         digests.add(digest.hexdigest())
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
+
+
+def _materialised_parameters(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """Every parameter with its data: a module offloaded by accelerate (meta weights) is loaded for the read."""
+    for sub in module.modules():
+        own = list(sub.parameters(recurse=False))
+        if any(p.device.type == "meta" for p in own):
+            from accelerate.utils import align_module_device
+
+            with align_module_device(sub):
+                yield from sub.parameters(recurse=False)
+        else:
+            yield from own
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
@@ -125,23 +139,61 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
     return text, text
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" is cuda when a GPU is visible, else cpu; under torchrun "cuda" is this process' GPU (cuda:LOCAL_RANK)."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was asked for but no GPU is visible; use --device cpu (or auto)")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> torch.dtype:
+    """"auto" is bfloat16 on a GPU and float32 on a CPU; also "float32", "bfloat16", "float16" or a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    try:
+        return DTYPES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}") from None
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ):
     """Load a decoder LLM as a TransformerLens `TransformerBridge`.
 
     `name_or_path`: None or "gemma-3-270m" for the embedded default, a local folder written by
-    `save_pretrained`, or an HF model id (needs hub access). The model is in eval mode. Under
-    torchrun, device "cuda" means this process' GPU, cuda:LOCAL_RANK.
+    `save_pretrained`, or an HF model id (needs hub access). The model is in eval mode.
+    `device`: "auto" (a GPU when there is one, else the CPU), "cpu", "cuda" or "cuda:N"; under
+    torchrun "cuda" means this process' GPU, cuda:LOCAL_RANK. `dtype`: "auto" (bfloat16 on a GPU,
+    float32 on a CPU) or a dtype. A model too large for one device: `device_map="auto"` (or an
+    accelerate device map; `max_memory` and `offload_folder` as in transformers) places its layers
+    across the GPUs (and CPU or disk); hooks, interventions and collection follow each layer's device.
     """
     from transformers import AutoConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun each process takes its own GPU
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    target = resolve_device(device)
+    dtype = resolve_dtype(dtype, target)
     name, source = resolve_model(name_or_path)
     with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,9 +207,11 @@ def load_model(
         text_config = getattr(config, "text_config", None) or config
         site = site_for_model_type(text_config.model_type)
         check_activation(text_config, site)
-        tokenizer, hf_model = load_hf_model(source, device=device, dtype=dtype)
+        tokenizer, hf_model = load_hf_model(source, device=target, dtype=dtype, device_map=device_map,
+                                            max_memory=max_memory, offload_folder=offload_folder)
         bridge = TransformerBridge.boot_transformers(
-            source, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+            source, hf_model=hf_model, tokenizer=tokenizer, device=None if device_map is not None else target,
+            dtype=dtype,
         )
     bridge.eval()
     bridge._steer_info = _describe(bridge, name)
@@ -165,17 +219,58 @@ def load_model(
 
 
 def load_hf_model(
-    source: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    source: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> tuple:
-    """(tokenizer, HF causal LM in eval mode on `device`) from `source` (a folder or hub id, see
-    `resolve_model`), without transformers' chatter: the plain model a bridge wraps, or that align trains."""
+    """(tokenizer, HF causal LM in eval mode on `device`, or placed by `device_map`) from `source` (a
+    folder or hub id, see `resolve_model`), without transformers' chatter: the plain model a bridge
+    wraps, or that align trains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tokenizer = AutoTokenizer.from_pretrained(source)
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
-    return tokenizer, hf_model
+        if device_map is None:
+            return tokenizer, AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+        placed = {"device_map": device_map}
+        if max_memory is not None:
+            placed["max_memory"] = max_memory
+        if offload_folder is not None:
+            placed["offload_folder"] = str(offload_folder)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **placed).eval()
+
+
+def input_device(model) -> torch.device:
+    """Where a forward pass takes its inputs: the embedding's device (the first layer's, under a device map)."""
+    embedding = model.original_model.get_input_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    hf_map = getattr(model.original_model, "hf_device_map", None) or {}
+    for placement in hf_map.values():
+        if placement not in ("disk", "meta"):
+            return torch.device("cuda", placement) if isinstance(placement, int) else torch.device(placement)
+    return torch.device("cpu")
+
+
+def layer_device(model, layer: int) -> torch.device:
+    """The device a decoder layer computes on: its entry in the model's device map, if it has one."""
+    hf_map = getattr(model.original_model, "hf_device_map", None)
+    if not hf_map:
+        return input_device(model)
+    stack = decoder(model)
+    layers = getattr(stack, "layers", None) or getattr(stack, "h")
+    name = next(n for n, m in model.original_model.named_modules() if m is layers[layer])
+    owners = [key for key in hf_map if key == "" or name == key or name.startswith(key + ".")]
+    placement = hf_map[max(owners, key=len)] if owners else "cpu"
+    if isinstance(placement, int):
+        return torch.device("cuda", placement)
+    return torch.device("cpu") if placement in ("cpu", "disk", "meta") else torch.device(placement)
 
 
 def decoder(model) -> torch.nn.Module:
