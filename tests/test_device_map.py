@@ -46,3 +46,19 @@ def test_steered_generation_on_a_split_model_equals_the_whole_model(tiny, split)
     plain = steer.generate(tiny, prompts, max_new_tokens=8)
     assert parts.texts == whole.texts
     assert whole.texts != plain.texts  # the steering acts, so the equality above means something
+
+
+def test_auto_device_and_dtype():
+    from steer.models import resolve_device, resolve_dtype
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        resolve_dtype("float8")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu:banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU is visible"):
+            resolve_device("cuda")
