@@ -190,7 +190,6 @@ def load_model(
     across the GPUs (and CPU or disk); hooks, interventions and collection follow each layer's device.
     """
     from transformers import AutoConfig
-    from transformer_lens.model_bridge import TransformerBridge
 
     target = resolve_device(device)
     dtype = resolve_dtype(dtype, target)
@@ -204,14 +203,30 @@ def load_model(
                 f"could not load '{name}' ({error.__class__.__name__}); without hub access, download it elsewhere "
                 "and pass its local folder"
             ) from None
-        text_config = getattr(config, "text_config", None) or config
-        site = site_for_model_type(text_config.model_type)
-        check_activation(text_config, site)
-        tokenizer, hf_model = load_hf_model(source, device=target, dtype=dtype, device_map=device_map,
-                                            max_memory=max_memory, offload_folder=offload_folder)
+    text_config = getattr(config, "text_config", None) or config
+    check_activation(text_config, site_for_model_type(text_config.model_type))  # before loading any weight
+    tokenizer, hf_model = load_hf_model(source, device=target, dtype=dtype, device_map=device_map,
+                                        max_memory=max_memory, offload_folder=offload_folder)
+    return wrap_model(hf_model, tokenizer, name, source=source)
+
+
+def wrap_model(hf_model, tokenizer, name: str = "custom", *, source: str | None = None):
+    """A `TransformerBridge` around an HF causal LM already in memory (on its device(s) and dtype).
+
+    `name` is recorded in every file derived from the model (with a hash of its weights); `source`
+    (a folder or hub id) is what TransformerLens is told the model is called, `name` by default.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    text_config = getattr(hf_model.config, "text_config", None) or hf_model.config
+    check_activation(text_config, site_for_model_type(text_config.model_type))
+    placed = getattr(hf_model, "hf_device_map", None)
+    first = next(hf_model.parameters())
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         bridge = TransformerBridge.boot_transformers(
-            source, hf_model=hf_model, tokenizer=tokenizer, device=None if device_map is not None else target,
-            dtype=dtype,
+            source or name, hf_model=hf_model.eval(), tokenizer=tokenizer, device=None if placed else first.device,
+            dtype=first.dtype,
         )
     bridge.eval()
     bridge._steer_info = _describe(bridge, name)
