@@ -8,6 +8,25 @@ import sys
 from pathlib import Path
 
 
+def _model_options(parser, *, model: bool = True, device: str = "auto", dtype: str = "auto") -> None:
+    """--model (unless the verb names its models otherwise), --device, --dtype and --device-map."""
+    if model:
+        parser.add_argument("--model", default=None, help="gemma-3-270m (default), a folder or an HF id")
+    parser.add_argument("--device", default=device, help=f"auto (a GPU when there is one), cpu, cuda or cuda:N "
+                        f"(default {device}; under torchrun cuda means cuda:LOCAL_RANK)")
+    parser.add_argument("--dtype", default=dtype, help=f"auto (bfloat16 on a GPU, float32 on a CPU), float32, "
+                        f"bfloat16 or float16 (default {dtype})")
+    parser.add_argument("--device-map", help="'auto' (or balanced, sequential) to spread a model too large for one "
+                        "GPU over the GPUs (and CPU) with accelerate")
+
+
+def _load(args, name=None):
+    import steer
+
+    return steer.load_model(name if name is not None else args.model, device=args.device, dtype=args.dtype,
+                            device_map=args.device_map)
+
+
 def _languages(text: str | None) -> list[str] | None:
     return None if not text else [part.strip() for part in text.split(",") if part.strip()]
 
@@ -38,7 +57,7 @@ def cmd_collect(args) -> None:
     from steer.collection import clear_checkpoint
 
     out = check_writable_dir(args.out)  # before loading anything
-    model = steer.load_model(args.model, device=args.device)
+    model = _load(args)
     corpus = steer.load_corpus(args.corpus)
     stats = steer.collect(
         model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
@@ -77,7 +96,7 @@ def cmd_ablate(args) -> None:
     from steer._io import file_header, write_json_atomic
     from steer.bench.delta_ppl import ablate_language
 
-    model = steer.load_model(args.model)
+    model = _load(args)
     neurons = steer.NeuronSet.load(args.neurons, model=model)
     corpus = steer.load_corpus(args.corpus)
     result = ablate_language(model, neurons, corpus, args.language, classes=_languages(args.classes),
@@ -94,7 +113,7 @@ def cmd_generate(args) -> None:
 
     if args.out:
         check_writable_dir(args.out)  # before generating
-    model = steer.load_model(args.model)
+    model = _load(args)
     neurons = steer.NeuronSet.load(args.neurons, model=model) if args.neurons else None
     stats = steer.ActivationStats.load(args.stats, model=model) if args.stats else None
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
@@ -115,8 +134,13 @@ def cmd_generate(args) -> None:
 
 def cmd_bench(args) -> None:
     from steer.bench.runner import run_bench
+    from steer.bench.schema import load_config
 
-    run_bench(Path(args.config or args.config_option), Path(args.out), threads=args.threads)
+    config = load_config(args.config or args.config_option)
+    for field in ("device", "dtype", "device_map"):  # the command line overrides the TOML's [model]
+        if getattr(args, field) is not None:
+            setattr(config.model, field, getattr(args, field))
+    run_bench(config, Path(args.out), threads=args.threads)
 
 
 def cmd_compare(args) -> None:
@@ -129,14 +153,16 @@ def cmd_compare(args) -> None:
     report = write_compare_report(result, Path(args.out))
     print(f"comparison -> {report}")
     if trained:
-        print(write_alignment_report(result, Path(args.out), trained, base=args.base_model or None,
-                                     aligned=args.aligned_model or None, corpus=args.corpus, n_eval=args.n_eval))
+        both = args.base_model and args.aligned_model
+        print(write_alignment_report(result, Path(args.out), trained, base=_load(args, args.base_model) if both else None,
+                                     aligned=_load(args, args.aligned_model) if both else None, corpus=args.corpus,
+                                     n_eval=args.n_eval))
 
 
 def cmd_demo(args) -> None:
     from steer.bench.demo import run_demo
 
-    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads)
+    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args))
     print(f"report -> {Path(args.out) / 'report.md'}")
     for key in ("diagonal_mean_delta_logppl", "offdiagonal_mean_delta_logppl", "random_control_mean_delta_logppl",
                 "forced_language_success"):
@@ -151,7 +177,7 @@ def cmd_align(args) -> None:
         steps=args.steps, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, max_length=args.max_length,
         lr=args.lr, seed=args.seed, max_pairs=args.max_pairs, checkpoint_every=args.checkpoint_every,
     )
-    out = align(args.model, args.corpus, Path(args.out), config, device=args.device)
+    out = align(args.model, args.corpus, Path(args.out), config, device=args.device, dtype=args.dtype)
     print(f"aligned model -> {out} (load it with steer.load_model('{out}'))")
 
 
@@ -170,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_corpus_build)
 
     collect = sub.add_parser("collect", help="activation statistics per language")
-    collect.add_argument("--model", default=None, help="gemma-3-270m (default), a folder or an HF id")
+    _model_options(collect)
     collect.add_argument("--corpus", default=None, help="corpus folder (default: the embedded corpus)")
     collect.add_argument("--out", required=True)
     collect.add_argument("--languages")
@@ -179,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--max-length", type=int, default=256)
     collect.add_argument("--max-tokens-per-language", type=int)
     collect.add_argument("--sq-sums", action="store_true")
-    collect.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)")
     collect.set_defaults(func=cmd_collect)
 
     identify = sub.add_parser("identify", help="select language neurons from stats")
@@ -191,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     identify.set_defaults(func=cmd_identify)
 
     ablate = sub.add_parser("ablate", help="deactivate one language's neurons; log-PPL on every language")
-    ablate.add_argument("--model", default=None)
+    _model_options(ablate)
     ablate.add_argument("--neurons", required=True)
     ablate.add_argument("--language", required=True)
     ablate.add_argument("--classes", default="specific,related")
@@ -202,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate", help="steered and unsteered continuations side by side")
     generate.add_argument("prompts", nargs="+")
-    generate.add_argument("--model", default=None)
+    _model_options(generate)
     generate.add_argument("--neurons")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
@@ -220,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config", dest="config_option", metavar="CONFIG", help="the same, as an option")
     bench.add_argument("--out", required=True)
     bench.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
+    _model_options(bench, model=False, device=None, dtype=None)  # None: the TOML's [model] (default auto)
     bench.set_defaults(func=cmd_bench)
 
     compare = sub.add_parser("compare", help="compare two neuron sets (e.g. base vs aligned)")
@@ -230,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--aligned-model")
     compare.add_argument("--corpus", default=None)
     compare.add_argument("--n-eval", type=int, default=8)
+    _model_options(compare, model=False)
     compare.add_argument("--out", required=True)
     compare.set_defaults(func=cmd_compare)
 
@@ -237,10 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True)
     demo.add_argument("--quick", action="store_true", help="a tiny run (seconds), for smoke tests")
     demo.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
+    _model_options(demo, model=False)
     demo.set_defaults(func=cmd_demo)
 
     align = sub.add_parser("align", help="LoRA multilingual alignment fine-tune, merged into a model folder")
-    align.add_argument("--model", default=None)
+    _model_options(align, dtype="float32")  # LoRA weights trained in bf16 lose precision: float32 unless asked
     align.add_argument("--corpus", default=None)
     align.add_argument("--train-languages", required=True)
     align.add_argument("--out", required=True)
@@ -255,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--max-pairs", type=int)
     align.add_argument("--checkpoint-every", type=int, default=50)
-    align.add_argument("--device", default="cpu")
     align.set_defaults(func=cmd_align)
     return parser
 

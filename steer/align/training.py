@@ -22,7 +22,7 @@ from steer.align.data import PROMPT_TEMPLATE, Encoder, build_examples
 from steer.align.folder import check_out, load_checkpoint, run_identity, save_checkpoint, write_output
 from steer.align.objectives import Scorer, dpo_loss, translation_loss
 from steer.languages import language_name
-from steer.models import load_hf_model, resolve_model, weights_hash
+from steer.models import load_hf_model, resolve_device, resolve_dtype, resolve_model, weights_hash
 
 _MAX_WARMUP = 10
 
@@ -112,7 +112,8 @@ def align(
     config: AlignConfig,
     *,
     progress: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
 ) -> Path:
     """Fine-tune `model` towards `config.pivot` for `config.train_languages` and write the merged model to `out`.
 
@@ -120,6 +121,8 @@ def align(
     `steer.corpus.load_corpus` accepts. Rerunning with the same arguments resumes from
     ``out/checkpoint/`` (saved every `config.checkpoint_every` steps) and gives the same final weights;
     rerunning after completion returns at once. Returns `out`, a model folder for `steer.load_model`.
+    `device`: "auto" (a GPU when there is one) or a device; `dtype`: float32 unless asked ("auto" is
+    bfloat16 on a GPU), since LoRA weights trained in bfloat16 lose precision.
     """
     from steer.corpus import Corpus, load_corpus
 
@@ -136,7 +139,8 @@ def align(
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    tokenizer, hf_model = load_hf_model(source, device=device, dtype=torch.float32)
+    device = resolve_device(device)
+    tokenizer, hf_model = load_hf_model(source, device=device, dtype=resolve_dtype(dtype, device))
     base_hash = weights_hash(hf_model)
     identity = run_identity(config, base_hash, corpus)
     where = check_out(out, identity)

@@ -79,7 +79,7 @@ def _load_model(config: BenchConfig, model=None):
     if name != EMBEDDED_MODEL and not name.startswith(("/", "~")) and Path(name).exists() is False:
         candidate = config.base_dir / name
         name = str(candidate) if candidate.exists() else name
-    return load_model(name, device=config.model.device, dtype=getattr(torch, config.model.dtype))
+    return load_model(name, device=config.model.device, dtype=config.model.dtype, device_map=config.model.device_map)
 
 
 def prepare(config: BenchConfig, out: Path, *, model=None, corpus=None, progress: bool = True,

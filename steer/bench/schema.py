@@ -113,12 +113,13 @@ def _build(cls, table: Any, where: str, extra: str | None = None):
 @dataclass
 class ModelConfig:
     name: str = EMBEDDED_MODEL
-    device: str = "cpu"
-    dtype: str = "float32"
+    device: str = "auto"  # a GPU when there is one
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on a CPU
+    device_map: str | None = None  # "auto": spread a model too large for one GPU (accelerate)
 
     def check(self, where: str) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"{where}: dtype must be float32, bfloat16 or float16, got '{self.dtype}'")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"{where}: dtype must be auto, float32, bfloat16 or float16, got '{self.dtype}'")
 
 
 @dataclass
