@@ -1,18 +1,21 @@
 """Speed of steer against the bare model, measured side by side in one run (ratios, not timings).
 
-    python benchmarks/speed.py [--random-weights] [--json PATH] [--device cuda --dtype bfloat16]
+    python benchmarks/speed.py [--shape gemma-270m|llama-1b|llama-8b] [--random-weights] [--json PATH]
+                               [--device cuda --dtype bfloat16] [--batch-size N | --tokens-per-batch N]
 
 1. collection: `steer.collect` tokens/s ÷ a bare HF forward through the decoder layers only (no
    unembedding) on the very same batches of real corpus text;
 2. steered generation: `steer.generate` under a deactivation of one language's neurons, new tokens/s
-   ÷ plain HF `generate` (default attention, KV cache, no hooks), at batch 1 and batch 8;
+   ÷ plain HF `generate` (default attention, KV cache, no hooks), at batch 1, 8 and 32;
 3. unsteered `steer.generate` ÷ the same HF baseline;
 4. peak memory of collection at two corpus sizes (each in a fresh process);
 5. achieved fraction of the machine's fp32 (or --dtype) matmul rate, for the bare forward and collect.
 
 Each figure is the median of --repeats runs after a warm-up; the two sides of a ratio alternate.
-`--random-weights` builds Gemma 3 270M's architecture with random weights (same cost per token),
-for machines where the embedded weights are not installed.
+`--shape gemma-270m` (default) runs the embedded weights (`--random-weights`: Gemma 3 270M's
+architecture with random weights, same cost per token); `llama-1b` and `llama-8b` build random
+weights at Llama-3.2-1B's / Llama-3.1-8B's shape directly on the device, in the dtype (the text is
+then tokenised byte by byte: token ids stay small, the cost of a token is the shape's).
 """
 
 from __future__ import annotations
@@ -28,6 +31,41 @@ import time
 from pathlib import Path
 
 import torch
+
+
+# Llama shapes (hidden, intermediate, layers, heads, kv heads, vocabulary, as the published configs).
+LLAMA_SHAPES = {
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+
+
+def build_models(args, dtype):
+    """(steer model, bare HF baseline): two copies of the same weights, the baseline never wrapped."""
+    import steer
+    from transformers import AutoModelForCausalLM
+
+    if args.shape == "gemma-270m":
+        folder = model_folder(args.random_weights)
+        model = steer.load_model(folder, device=args.device, dtype=dtype)
+        baseline = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
+        return model, baseline
+    from transformers import LlamaConfig
+
+    from steer.models import wrap_model
+    from steer.testing import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(**LLAMA_SHAPES[args.shape], max_position_embeddings=8192, rope_theta=500000.0,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu")
+    copies = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        with torch.device(args.device):
+            copies.append(AutoModelForCausalLM.from_config(config, dtype=dtype).eval())
+    return wrap_model(copies[0], tokenizer, name=f"{args.shape}-random"), copies[1]
 
 
 def model_folder(random_weights: bool) -> str:
@@ -89,12 +127,12 @@ def decoder_flops_per_token(hf_model) -> float:
     return 2.0 * sum(p.numel() for p in layers.parameters())
 
 
-def bench_collect(folder, texts, args, model, baseline):
+def bench_collect(texts, args, model, baseline):
     import steer
     from steer.collection import plan_batches
 
     batches = plan_batches(model.tokenizer, texts, list(texts), batch_size=args.batch_size, max_length=args.max_length,
-                           include_bos=False)
+                           include_bos=False, tokens_per_batch=args.tokens_per_batch)
     tokens = sum(int(b.attention_mask.sum()) for b in batches)
     device = args.device
 
@@ -105,7 +143,8 @@ def bench_collect(folder, texts, args, model, baseline):
         _sync(device)
 
     def steer_collect():
-        steer.collect(model, texts, batch_size=args.batch_size, max_length=args.max_length, progress=False)
+        steer.collect(model, texts, batch_size=args.batch_size, tokens_per_batch=args.tokens_per_batch,
+                      max_length=args.max_length, progress=False)
         _sync(device)
 
     seconds = alternate({"bare": bare, "collect": steer_collect}, args.repeats)
@@ -117,7 +156,8 @@ def bench_generate(texts, args, model, baseline, neurons, batch_size):
     from steer.tokens import left_pad
 
     language = neurons.languages[1]
-    prompts = [" ".join(t.split()[:8]) for lang in texts for t in texts[lang]][:batch_size]
+    pool = [" ".join(t.split()[:8]) for lang in texts for t in texts[lang]]
+    prompts = (pool * (1 + batch_size // max(1, len(pool))))[:batch_size]
     tokenizer = model.tokenizer
     device = args.device
     n_new = args.new_tokens
@@ -168,12 +208,16 @@ def bench_memory(folder, args, sizes):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--shape", default="gemma-270m", choices=["gemma-270m", *LLAMA_SHAPES])
+    parser.add_argument("--random-weights", action="store_true", help="gemma-270m: random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--languages", default="en,de,ja,km")
     parser.add_argument("--texts-per-language", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="texts per collection batch (default 16 "
+                        "without --tokens-per-batch)")
+    parser.add_argument("--tokens-per-batch", type=int, default=None, help="padded tokens per collection batch")
+    parser.add_argument("--generate-batches", default="1,8,32")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
@@ -181,28 +225,30 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.languages = args.languages.split(",")
+    if args.batch_size is None and args.tokens_per_batch is None:
+        args.batch_size = 16
     dtype = getattr(torch, args.dtype)
 
     import steer
-    from transformers import AutoModelForCausalLM
 
-    folder = model_folder(args.random_weights)
     texts = corpus_texts(args.texts_per_language, args.languages)
-    model = steer.load_model(folder, device=args.device, dtype=dtype)
-    baseline = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
-
-    tokens, collect_s = bench_collect(folder, texts, args, model, baseline)
-    stats = steer.collect(model, texts, batch_size=args.batch_size, progress=False)
+    model, baseline = build_models(args, dtype)
+    tokens, collect_s = bench_collect(texts, args, model, baseline)
+    stats = steer.collect(model, texts, batch_size=args.batch_size, tokens_per_batch=args.tokens_per_batch,
+                          progress=False)
     neurons = steer.identify(stats, method="zhang2025")
-    generation = {b: bench_generate(texts, args, model, baseline, neurons, b) for b in (1, 8)}
+    batch_sizes = [int(b) for b in args.generate_batches.split(",")]
+    generation = {b: bench_generate(texts, args, model, baseline, neurons, b) for b in batch_sizes}
     peak = matmul_flops(dtype, args.device)
     per_token = decoder_flops_per_token(baseline)
-    memory = [] if args.skip_memory else bench_memory(folder, args, [args.texts_per_language // 4, args.texts_per_language])
+    memory = [] if args.skip_memory or args.shape != "gemma-270m" else bench_memory(
+        model_folder(args.random_weights), args, [args.texts_per_language // 4, args.texts_per_language])
 
     figures = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "dtype": args.dtype, "weights": "random" if args.random_weights else "gemma-3-270m",
+        "dtype": args.dtype, "shape": args.shape,
+        "weights": "random" if args.random_weights or args.shape != "gemma-270m" else "gemma-3-270m",
         "collect_tokens": tokens,
         "bare_forward_tok_s": tokens / collect_s["bare"], "collect_tok_s": tokens / collect_s["collect"],
         "collect_ratio": collect_s["bare"] / collect_s["collect"],
@@ -214,24 +260,26 @@ def main() -> None:
     figures["matmul_flops"] = peak
     figures["bare_forward_mfu"] = figures["bare_forward_tok_s"] * per_token / peak
     figures["collect_mfu"] = figures["collect_tok_s"] * per_token / peak
+    figures["bare_forward_tflops"] = figures["bare_forward_tok_s"] * per_token / 1e12
+    figures["collect_tflops"] = figures["collect_tok_s"] * per_token / 1e12
     figures["collect_memory"] = memory
 
-    rows = [
-        ("collect ÷ bare decoder forward (tokens/s)", figures["collect_ratio"], 0.9),
-        ("steered generate ÷ HF generate, batch 1", figures["generate_ratio_b1"], 0.9),
-        ("steered generate ÷ HF generate, batch 8", figures["generate_ratio_b8"], 0.9),
-        ("unsteered generate ÷ HF generate, batch 1", figures["unsteered_generate_ratio_b1"], None),
-        ("unsteered generate ÷ HF generate, batch 8", figures["unsteered_generate_ratio_b8"], None),
-        ("bare forward: fraction of matmul peak", figures["bare_forward_mfu"], None),
-        ("collect: fraction of matmul peak", figures["collect_mfu"], None),
-    ]
+    rows = [("collect ÷ bare decoder forward (tokens/s)", figures["collect_ratio"], 0.9)]
+    rows += [(f"steered generate ÷ HF generate, batch {b}", figures[f"generate_ratio_b{b}"], 0.9) for b in batch_sizes]
+    rows += [(f"unsteered generate ÷ HF generate, batch {b}", figures[f"unsteered_generate_ratio_b{b}"], None)
+             for b in batch_sizes]
+    rows += [("bare forward: fraction of matmul peak", figures["bare_forward_mfu"], None),
+             ("collect: fraction of matmul peak", figures["collect_mfu"], None)]
+    batching = f"batch {args.batch_size}" if args.tokens_per_batch is None else f"{args.tokens_per_batch} tokens/batch"
     print(f"\nsteer speed — {figures['device']} ({figures['cpu']}, {figures['threads']} threads), {args.dtype}, "
-          f"{figures['weights']} weights, {tokens} tokens, median of {args.repeats}")
+          f"{args.shape} ({figures['weights']} weights), {tokens} tokens, {batching}, median of {args.repeats}")
     print("| figure | ratio | goal |\n|---|---|---|")
     for name, value, goal in rows:
         print(f"| {name} | {value:.2f} | {'≥ %.1f' % goal if goal else ''} |")
+    print(f"| bare forward / collect TFLOP/s | {figures['bare_forward_tflops']:.3f} / {figures['collect_tflops']:.3f} | |")
     print(f"| bare forward tokens/s | {figures['bare_forward_tok_s']:.0f} | |")
-    print(f"| HF generate new tokens/s, b1 / b8 | {figures['hf_generate_tok_s_b1']:.1f} / {figures['hf_generate_tok_s_b8']:.1f} | |")
+    print("| HF generate new tokens/s, " + " / ".join(f"b{b}" for b in batch_sizes) + " | "
+          + " / ".join(f"{figures[f'hf_generate_tok_s_b{b}']:.1f}" for b in batch_sizes) + " | |")
     for entry in memory:
         print(f"| collection peak RSS growth at {entry['tokens']} tokens | {entry['peak_growth_mb']:.0f} MB | flat |")
     if args.json:
