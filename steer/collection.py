@@ -22,7 +22,7 @@ from steer.hooks import StopForward, attached
 from steer.models import decoder, input_device, model_info
 from steer.models.fast_path import fast_path
 from steer.progress import progress_bar
-from steer.stats import META_FILE, ActivationStats
+from steer.stats import ActivationStats
 from steer.tokens import encode_with_mask, right_pad
 
 

@@ -22,8 +22,9 @@ from steer.models.embedded import EMBEDDED_MODEL, embedded_model_dir, quiet_tran
 from steer.models.sites import SITES, NeuronSite, check_activation, site_for_model_type
 
 __all__ = [
-    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "fast_path", "load_hf_model",
-    "load_model", "model_info", "resolve_model", "site_for_model_type", "weights_hash",
+    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "input_device", "layer_device",
+    "load_hf_model", "load_model", "model_info", "resolve_device", "resolve_dtype", "resolve_model",
+    "site_for_model_type", "weights_hash", "wrap_model",
 ]  # fmt: skip
 
 
