@@ -14,6 +14,7 @@ block does remove steer's hooks too: the block then warns when it ends.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Callable, Iterable, Iterator
 
@@ -37,19 +38,51 @@ def _lookup(points: dict, name: str) -> torch.nn.Module:
         raise ValueError(f"the model has no hook point '{name}'") from None
 
 
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def exclusive(model) -> Iterator[None]:
+    """Hold the model for this thread for the block: steer's hooks and fast path are global to a model.
+
+    Re-entrant in one thread (a steering block around `generate` is fine). A second thread that
+    tries to attach hooks or run steer on the model while the first holds it gets a RuntimeError at
+    once, rather than steering (or counting) the other thread's forward passes.
+    """
+    with _LOCKS_GUARD:
+        lock = model.__dict__.setdefault("_steer_lock", threading.RLock())
+    if not lock.acquire(blocking=False):
+        raise RuntimeError(
+            "this model is in use by another thread (a steering block, collect or generate): steer's hooks are "
+            "global to a model, so give each thread its own model or run the calls one after another"
+        )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def attached(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
     """Attach `fn(activation) -> activation | None` to each named hook point for the block's duration.
 
-    Each hook is a TransformerLens hook (`HookPoint.add_hook`), visible in `hook_point.fwd_hooks`.
+    Each hook is a TransformerLens hook (`HookPoint.add_hook`), visible in `hook_point.fwd_hooks`. The
+    hooks act only on forward passes run by the thread that attached them (another thread's forward
+    through the same model passes them by), and the model is held for this thread (`exclusive`).
     """
+    with exclusive(model), _attached(model, hooks):
+        yield
+
+
+@contextlib.contextmanager
+def _attached(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
     points = model.hook_dict  # a property that rebuilds the alias map: read it once
     check = getattr(model, "check_hooks_to_add", None)  # TransformerLens' own refusal of gated-off points
     added = []
     try:
         for name, fn in hooks:
             point = _lookup(points, name)
-            hook = _as_lens_hook(fn, name)
+            hook = _as_lens_hook(fn, name, threading.get_ident())
             if check is not None:
                 check(point, name, hook)
             added.append((point, point.add_hook(hook, dir="fwd", is_permanent=True)))
@@ -64,8 +97,10 @@ def attached(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
                           "(reset_hooks(including_permanent=True)?): they stopped acting from then on", stacklevel=3)
 
 
-def _as_lens_hook(fn: HookFn, name: str):
+def _as_lens_hook(fn: HookFn, name: str, thread: int):
     def lens_hook(activation, hook=None):
+        if threading.get_ident() != thread:  # another thread's forward pass: not ours to touch
+            return None
         return fn(activation)
 
     lens_hook.__qualname__ = f"steer[{name}]:{getattr(fn, '__qualname__', type(fn).__name__)}"

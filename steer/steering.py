@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -158,7 +159,13 @@ class Steering:
         try:
             stack.enter_context(attached(self.model, self.hooks()))
             if any(op.phase != "all" for ops in self.layer_ops.values() for op in ops):
-                handle = decoder(self.model).register_forward_pre_hook(self.phase.pre_hook, with_kwargs=True)
+                thread, track = threading.get_ident(), self.phase.pre_hook
+
+                def pre_hook(module, args, kwargs):  # only this thread's forward passes move the phase
+                    if threading.get_ident() == thread:
+                        track(module, args, kwargs)
+
+                handle = decoder(self.model).register_forward_pre_hook(pre_hook, with_kwargs=True)
                 stack.callback(handle.remove)
         except BaseException:
             stack.close()

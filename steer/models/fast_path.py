@@ -37,6 +37,8 @@ from typing import Iterator
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from steer.hooks import exclusive
+
 _REGISTER_METHODS = frozenset({"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
                                "register_full_backward_pre_hook", "register_backward_hook"})
 _ACTIVE = "_steer_fast_path"
@@ -165,6 +167,13 @@ def fast_path(model) -> Iterator[None]:
     was swapped out raises a RuntimeError instead of never firing. See the module docstring for the
     documented gaps. Everything is restored on exit, also after an exception.
     """
+    with exclusive(model):  # the module swaps below are global to the model: one thread at a time
+        with _fast_path(model):
+            yield
+
+
+@contextlib.contextmanager
+def _fast_path(model) -> Iterator[None]:
     hf_model = model.original_model
     if hf_model.__dict__.get(_ACTIVE):
         yield
