@@ -51,7 +51,7 @@ def force_language_interventions(
     neurons: NeuronSet, target: str, *, mode: str = DEFAULT_FORCE_MODE, strength: float | None = None,
     suppress: Sequence[str] | None = None, phase: str = "all",
 ) -> list[Intervention]:
-    """Deactivate the other languages' neurons (or those of `suppress`) and push the target's up.
+    """Deactivate the other languages' neurons (or only those of `suppress`; [] for none) and push the target's up.
 
     Neurons shared with the target are left on. `mode`: "set" (to strength × the target's mean),
     "add" (strength × the target's mean) or "diffmean" (strength × (target − others) means).
@@ -60,16 +60,41 @@ def force_language_interventions(
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
     neurons.index(target)
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
-    others = [lang for lang in (suppress or neurons.languages) if lang != target]
+    others = [lang for lang in (neurons.languages if suppress is None else suppress) if lang != target]
     specs = []
     if others:
-        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase))
+        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase,
+                                  allow_empty=True))  # all of them shared with the target: nothing to switch off
     if mode == "set":
         specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase))
     else:
         specs.append(Intervention("add", languages=[target], target=target, alpha=strength,
                                   mode="additive" if mode == "add" else "diffmean", phase=phase))
     return specs
+
+
+SUPPRESS = ("others", "source", "none")
+DEFAULT_SUPPRESS = "others"
+
+
+def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> list[tuple[list[int], list[str] | None]]:
+    """(prompt indices, languages to switch off) groups: one for "others"/"none"/a list, one per source for "source"."""
+    everyone = list(range(len(prompts)))
+    if isinstance(suppress, str):
+        if suppress not in SUPPRESS:
+            raise ValueError(f"unknown suppress '{suppress}'; use one of {', '.join(SUPPRESS)} or a list of languages")
+        if suppress == "others":
+            return [(everyone, None)]
+        if suppress == "none":
+            return [(everyone, [])]
+        sources = detect_language(prompts, candidates=neurons.languages)  # the prompt's language, per prompt
+        groups: dict[str, list[int]] = {}
+        for i, source in enumerate(sources):
+            groups.setdefault(source, []).append(i)
+        return [(rows, [] if source in ("und", target) else [source]) for source, rows in groups.items()]
+    for lang in suppress:
+        neurons.index(lang)
+    return [(everyone, list(suppress))]
 
 
 def generate(
@@ -82,11 +107,14 @@ def generate(
     force_language: str | None = None,
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
+    suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
     max_new_tokens: int = 32,
     min_new_tokens: int = 0,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     use_cache: bool = True,
@@ -96,25 +124,70 @@ def generate(
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
-    Returns the continuations (prompt excluded) and each one's detected language ("und" when
-    the language identifier cannot tell).
+    With `force_language`, `suppress` picks whose neurons are switched off: "others" (every other
+    language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
+    et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
+    `no_repeat_ngram_size` are HF generate's. Returns the continuations (prompt excluded) and each
+    one's detected language ("und" when the language identifier cannot tell).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
-    specs = list(interventions)
+    if repetition_penalty is not None and not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be positive (1.0 = none), got {repetition_penalty}")
+    if no_repeat_ngram_size is not None and no_repeat_ngram_size < 1:
+        raise ValueError(f"no_repeat_ngram_size must be at least 1, got {no_repeat_ngram_size}")
+    groups: list[tuple[list[int], Steering | None]] = []
     if force_language is not None:
         if neurons is None or stats is None:
             raise ValueError("force_language needs neurons (steer.identify) and stats (steer.collect)")
-        specs += force_language_interventions(neurons, force_language, mode=mode, strength=strength)
-    steering = Steering(model, specs, neurons, stats) if specs else None  # validates before any forward
+        for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):
+            specs = list(interventions) + force_language_interventions(
+                neurons, force_language, mode=mode, strength=strength, suppress=suppressed)
+            groups.append((rows, Steering(model, specs, neurons, stats)))  # every group validated before any forward
+    else:
+        groups.append((list(range(len(prompts))), Steering(model, interventions, neurons, stats) if interventions else None))
+    decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample,
+                    temperature=temperature if do_sample else None, top_p=top_p if do_sample else None, top_k=None,
+                    use_cache=use_cache, repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+    texts: list[str] = [""] * len(prompts)
+    logits: list[Tensor | None] = [None] * len(prompts)
+    for rows, steering in groups:
+        chunk_texts, chunk_logits = _generate(model, [prompts[i] for i in rows], steering, decoding, seed=seed,
+                                              batch_size=batch_size, return_logits=return_logits)
+        for i, text, row_logits in zip(rows, chunk_texts, chunk_logits):
+            texts[i], logits[i] = text, row_logits
+    if candidates is None and neurons is not None:
+        candidates = neurons.languages
+    languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)
+    settings = {
+        "max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature, "top_p": top_p,
+        "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
+        "seed": seed, "use_cache": use_cache, "force_language": force_language,
+        "mode": mode if force_language else None,
+        "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
+        "suppress": (suppress if isinstance(suppress, str) else list(suppress)) if force_language else None,
+        "interventions": _specs(groups[0][1]) if len(groups) == 1 else
+        [{"prompts": rows, "interventions": _specs(steering)} for rows, steering in groups],
+    }
+    return Generation(prompts, [t.strip() for t in texts], list(languages), settings,
+                      logits if return_logits else None)
+
+
+def _specs(steering: Steering | None) -> list[dict]:
+    return [spec.to_dict() for spec in steering.interventions] if steering is not None else []
+
+
+def _generate(model, prompts: list[str], steering: Steering | None, decoding: dict, *, seed: int, batch_size: int,
+              return_logits: bool) -> tuple[list[str], list[Tensor | None]]:
+    """HF generate over `prompts` in left-padded batches, under `steering` (if any), through the fast path."""
     tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = input_device(model)
     texts: list[str] = []
-    logits: list[Tensor] = []
+    logits: list[Tensor | None] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         if steering is not None:
@@ -130,25 +203,13 @@ def generate(
                     active.phase.prompt_width = width
                 torch.manual_seed(seed + start)
                 output = model.original_model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                    max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample, temperature=temperature if do_sample else None,
-                    top_p=top_p if do_sample else None, top_k=None, use_cache=use_cache, pad_token_id=pad_id,
-                    return_dict_in_generate=True, output_logits=return_logits,
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), pad_token_id=pad_id,
+                    return_dict_in_generate=True, output_logits=return_logits, **decoding,
                 )
                 texts += tokenizer.batch_decode(output.sequences[:, width:], skip_special_tokens=True)
-                if return_logits:
-                    logits += list(torch.stack(output.logits, dim=1).float().cpu())
+                logits += (list(torch.stack(output.logits, dim=1).float().cpu()) if return_logits
+                           else [None] * len(chunk))
         finally:  # also after an exception or Ctrl-C: an outer steering must not keep this prompt's boundary
             for active in active_steerings(model):
                 active.phase.prompt_width = None
-    if candidates is None and neurons is not None:
-        candidates = neurons.languages
-    languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)
-    settings = {
-        "max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature, "top_p": top_p,
-        "seed": seed, "use_cache": use_cache, "force_language": force_language,
-        "mode": mode if force_language else None,
-        "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
-        "interventions": [spec.to_dict() for spec in specs],
-    }
-    return Generation(prompts, [t.strip() for t in texts], list(languages), settings, logits if return_logits else None)
+    return texts, logits

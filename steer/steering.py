@@ -52,6 +52,7 @@ class Intervention:
     mode: str = "additive"
     phase: str = "all"
     exclude_languages: list[str] | None = None
+    allow_empty: bool = False  # selecting no neuron is then a no-op, not an error (e.g. a suppression fully excluded)
 
     def __post_init__(self) -> None:
         self.op = OP_ALIASES.get(self.op, self.op)
@@ -223,6 +224,8 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
         if spec.exclude_languages:  # positions used by any excluded language stay untouched, whatever the rows
             chosen = chosen.without(neurons.select(_as_list(spec.exclude_languages), list(CLASSES) + ["general"]))
         per_layer = chosen.layer_indices()
+        if not per_layer and spec.allow_empty:
+            continue
         if not per_layer:
             raise ValueError(f"the intervention {spec.op} on {spec.languages or 'all languages'} selects no neuron")
         if spec.target is not None:

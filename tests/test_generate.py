@@ -60,3 +60,39 @@ def test_forced_language_flips_the_output_language_on_gemma(gemma):
     steered, unsteered = steered_hits / pairs, plain_hits / pairs
     print(f"forced-language success over {pairs} pairs: {steered:.2f} (unsteered: {unsteered:.2f})")
     assert steered >= 0.35 and steered >= unsteered + 0.3
+
+
+def test_suppressing_only_the_source_language_switches_off_that_language_per_prompt(tiny, tiny_neurons, tiny_stats):
+    prompts = ["Die Katze sitzt auf der Matte und schaut", "The cat sits on the mat and looks out"]
+    out = steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="source",
+                         max_new_tokens=4)
+    groups = out.settings["interventions"]
+    suppressed = {tuple(g["prompts"]): [s["languages"] for s in g["interventions"] if s["op"] == "suppress"] for g in groups} \
+        if isinstance(groups[0], dict) else None
+    detected = steer.detect_language(prompts, candidates=tiny_neurons.languages)
+    if suppressed is None:  # both prompts detected as one language: one group
+        assert len(set(detected)) == 1
+    else:
+        for rows, specs in suppressed.items():
+            assert specs == [[detected[rows[0]]]] or (detected[rows[0]] == "ja" and specs == [])
+    none = steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="none",
+                          max_new_tokens=4)
+    assert [s["op"] for s in none.settings["interventions"]] == ["add"]
+    with pytest.raises(ValueError, match="unknown suppress 'all'"):
+        steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="all")
+
+
+def test_repetition_controls_reach_hf_generate(tiny, monkeypatch):
+    seen = {}
+    real = tiny.original_model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(tiny.original_model, "generate", spy)
+    out = steer.generate(tiny, ["aaaa"], max_new_tokens=6, repetition_penalty=1.3, no_repeat_ngram_size=2, detect=False)
+    assert (seen["repetition_penalty"], seen["no_repeat_ngram_size"]) == (1.3, 2)
+    assert (out.settings["repetition_penalty"], out.settings["no_repeat_ngram_size"]) == (1.3, 2)
+    with pytest.raises(ValueError, match="repetition_penalty must be positive"):
+        steer.generate(tiny, ["aaaa"], repetition_penalty=0)
