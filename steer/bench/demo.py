@@ -111,9 +111,14 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         "diagonal_exceeds_random_control": None if diag is None or rand is None else diag > rand,
         "diagonal_is_row_max_fraction": delta.get("diagonal_is_row_max"),
         "diagonal_is_column_max_fraction": delta.get("diagonal_is_column_max"),
-        "forced_language_success": forced["success_rate"],
+        "forced_language_success": forced["fluent_success_rate"],
+        "forced_language_success_raw": forced["success_rate"],
+        "forced_language_unsteered_rate": forced["unsteered_fluent_rate"],
+        "forced_language_per_target": {t: {k: row[k] for k in ("raw", "fluent", "fluency_nll", "own_language_nll")}
+                                       for t, row in forced["per_target"].items()},
         "forced_language_mode": forced["mode"],
         "forced_language_strength": forced["strength"],
+        "forced_language_suppress": forced["suppress"],
         "unsteered_in_source_language": forced["unsteered"]["in_source_language"],
         "neurons_per_layer": zhang.counts_per_layer(),
         "neurons_total": {name: {"specific": int(n.class_mask("specific").sum()),
@@ -131,7 +136,7 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         summary["lape_diagonal_mean_delta_logppl"] = lape["diagonal_mean_delta_logppl"]
         summary["lape_random_control_mean_delta_logppl"] = lape.get("random_control_mean_delta_logppl")
     if forced.get("sweep"):
-        summary["forced_language_sweep"] = {"strengths": forced["sweep"]["strengths"], "success": forced["sweep"]["success"]}
+        summary["forced_language_sweep"] = forced["sweep"]["settings"]
     if "transfer" in results:
         summary["transfer"] = results["transfer"]["summary"]
     english = results["layers"].get("english")
@@ -153,8 +158,11 @@ def summary_section(summary: dict) -> str:
         f"random neurons of the same per-layer counts raise it by {f(summary['random_control_mean_delta_logppl'])}: "
         f"diagonal > off-diagonal: {yes[summary['diagonal_exceeds_offdiagonal']]}; diagonal > random: "
         f"{yes[summary['diagonal_exceeds_random_control']]}.",
-        f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}) "
-        f"succeeds for {summary['forced_language_success']:.0%} of (source, target) continuations.",
+        f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}, "
+        f"suppress {summary['forced_language_suppress']}) gives fluent text in the target for "
+        f"{summary['forced_language_success']:.0%} of (source, target) continuations of the evaluation half "
+        f"({summary['forced_language_success_raw']:.0%} detected as the target, fluent or not; unsteered "
+        f"{summary['forced_language_unsteered_rate']:.0%}).",
         "- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
         "",
     ]

@@ -87,12 +87,18 @@ def _bar(scores: list[Score], pooled: bool = False) -> Bar:
     )
 
 
-def bars(own_language: dict[str, list[Score]]) -> dict[str, Bar]:
-    """Per language, the bar from its own-language unsteered continuations (the pooled one where too few)."""
+def bars(own_language: dict[str, list[Score]], unsteered: list[Score]) -> dict[str, Bar]:
+    """Per language, the bar from its own-language unsteered continuations.
+
+    A language with fewer than `MIN_BASELINE` of them gets the bar of all languages' own-language
+    text pooled; when even that is too little (a model that writes no language the identifier
+    knows, e.g. a random one), the bar of every unsteered continuation (`unsteered`).
+    """
     usable = {lang: [s for s in scores if s.nll is not None] for lang, scores in own_language.items()}
     everything = [s for scores in usable.values() for s in scores]
     if len(everything) < MIN_BASELINE:
-        raise ValueError("too few unsteered continuations in their own language to set a fluency bar; "
-                         "use more baseline prompts (n_baseline)")
+        everything = [s for s in unsteered if s.nll is not None]
+    if not everything:
+        raise ValueError("no unsteered continuation to set a fluency bar from; use more baseline prompts (n_baseline)")
     pooled = _bar(everything, pooled=True)
     return {lang: _bar(scores) if len(scores) >= MIN_BASELINE else pooled for lang, scores in usable.items()}

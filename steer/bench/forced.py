@@ -1,17 +1,19 @@
-"""Forced language: steer generation into a target language and check what comes out.
+"""Forced language: steer generation into a target language and check what comes out, honestly.
 
-Prompts are the opening words of held-out eval paragraphs in each source language. For every
-target language, all prompts of the other languages are continued in one batched `generate`
-call with `force_language=target` (deactivate the other languages' neurons, push the target's
-up: see `steer.generation.force_language_interventions`). A continuation succeeds when the
-language identifier says it is in the target language. Fluency proxy: the log-PPL of the
-continuation (after its prompt) under the *unsteered* model; lower is more fluent.
+Prompts are the opening words of held-out paragraphs in each source language, from a fixed split:
+sweeps read the first half of each language's held-out paragraphs, reported figures the second.
+For every target language, all prompts of the other languages are continued in one batched
+`generate` call with `force_language=target` (see `steer.generation.force_language_interventions`).
+A continuation is a raw success when the language identifier says it is in the target language,
+and a fluent success when it also reads like the model's own text in that language
+(`steer.bench.fluency`: its NLL under the unsteered model, its share of distinct tokens and its
+longest repeated run, against bars set from unsteered text in the target language).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,9 +21,9 @@ from steer.bench._common import Partial, mean_or_none, neuron_fingerprint, stabl
 from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
-from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, FORCE_MODES, generate
+from steer.bench.fluency import Score, bars, score_continuations
+from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, generate
 from steer.progress import progress_bar
-from steer.scoring import token_nll
 
 
 @dataclass
@@ -33,20 +35,27 @@ class ForcedBench:
     prompt_words: int = 8
     mode: str | None = None
     strength: float | None = None
+    suppress: str | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    n_baseline: int = 10
     sweep_modes: list = field(default_factory=lambda: ["set", "add", "diffmean"])
     sweep_strengths: list = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sweep_suppress: list = field(default_factory=lambda: [DEFAULT_SUPPRESS])
     sweep_n_prompts: int = 1
     sweep_targets: list | None = None
     max_new_tokens: int = 24
     batch_size: int = 32
-    fluency: bool = True
 
     def check(self, where: str) -> None:
         for mode in [self.mode, *self.sweep_modes]:
             if mode is not None and mode not in FORCE_MODES:
                 raise ValueError(f"{where}: unknown mode '{mode}' (known: {', '.join(FORCE_MODES)})")
-        if self.n_prompts < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"{where}: n_prompts and max_new_tokens must be at least 1")
+        for choice in [self.suppress, *self.sweep_suppress]:
+            if choice is not None and choice not in SUPPRESS:
+                raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
+        if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
+            raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
 
 
 def _is_cjk(ch: str) -> bool:
@@ -83,19 +92,22 @@ def make_prompts(eval_texts: dict[str, list[str]], languages: Sequence[str], n_p
     return prompts
 
 
-def _joined(prompt: str, continuation: str) -> tuple[str, str]:
-    return (prompt, (" " + continuation) if " " in prompt and continuation else continuation)
+def halves(eval_texts: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The fixed split of the held-out paragraphs: (tuning half, evaluation half), the first and second half.
+
+    Sweeps and the fluency bars read only the tuning half; reported figures come from the evaluation
+    half. Paragraph i is the same text in every language of a parallel corpus, so the halves hold
+    the same content across languages.
+    """
+    tune, evaluate = {}, {}
+    for lang, texts in eval_texts.items():
+        half = len(texts) // 2
+        tune[lang], evaluate[lang] = list(texts[:half]), list(texts[half:])
+    return tune, evaluate
 
 
-def _fluency(model, prompts, texts, batch_size: int) -> list[float | None]:
-    """Per continuation: mean NLL of its tokens given its prompt, under the current (unsteered) model."""
-    nlls = token_nll(model, [_joined(p, t) for p, t in zip(prompts, texts)], batch_size=batch_size, max_length=512)
-    return [[float(n.sum()), int(n.numel())] for n in nlls]
-
-
-def _pooled(pairs) -> float | None:
-    tokens = sum(n for _, n in pairs)
-    return sum(s for s, _ in pairs) / tokens if tokens else None
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def forced_language(
@@ -109,22 +121,31 @@ def forced_language(
     prompt_words: int = 8,
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
+    suppress: str = DEFAULT_SUPPRESS,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+    n_baseline: int = 10,
     sweep_modes: Sequence[str] = FORCE_MODES,
     sweep_strengths: Sequence[float] = (1.0, 2.0, 4.0),
+    sweep_suppress: Sequence[str] = (DEFAULT_SUPPRESS,),
     sweep_n_prompts: int = 1,
     sweep_targets: Sequence[str] | None = None,
     max_new_tokens: int = 24,
     batch_size: int = 32,
-    fluency: bool = True,
     n_examples: int = 1,
     checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Success (detected == target) per source × target at (`mode`, `strength`), and a sweep.
+    """Raw and fluent success per source × target at (`mode`, `strength`, `suppress`), and a sweep.
 
-    The sweep measures the overall success rate per mode and strength on the first
-    `sweep_n_prompts` prompts of each source, towards `sweep_targets` (default: every language).
-    Set `sweep_modes=()` to skip it.
+    `eval_texts`: every held-out paragraph per language; `halves` splits them. The main matrix
+    continues the first `n_prompts` prompts of each source's *evaluation* half; the sweep (every
+    mode × strength × suppress) the first `sweep_n_prompts` of the *tuning* half, towards
+    `sweep_targets` (default: every language); the fluency bars (`steer.bench.fluency`) come from the
+    unsteered model continuing the first `n_baseline` tuning-half prompts of each language. Every
+    continuation uses the same decoding (greedy, with `repetition_penalty` / `no_repeat_ngram_size`).
+    A continuation succeeds when it is detected as the target; it is a *fluent* success when it
+    also passes the target's bar. Set `sweep_modes=()` to skip the sweep.
     """
     languages = [lang for lang in neurons.languages if lang in eval_texts] if languages is None else list(languages)
     for lang in languages:
@@ -133,128 +154,149 @@ def forced_language(
         raise ValueError("forcing a language needs at least two languages")
     if mode not in FORCE_MODES or any(m not in FORCE_MODES for m in sweep_modes):
         raise ValueError(f"modes must be among {', '.join(FORCE_MODES)}")
+    for choice in (suppress, *sweep_suppress):
+        if choice not in SUPPRESS:
+            raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
     sweep_targets = languages if sweep_targets is None else [t for t in sweep_targets if t in languages]
-    n_prompt_max = max(n_prompts, sweep_n_prompts if sweep_modes else 0)
-    prompts = make_prompts(eval_texts, languages, n_prompt_max, prompt_words)
+    tune, evaluate = halves({lang: eval_texts[lang] for lang in languages})
+    if min(len(evaluate[lang]) for lang in languages) < n_prompts:
+        raise ValueError(f"n_prompts={n_prompts} needs at least {2 * n_prompts} held-out paragraphs per language")
+    prompts = {"eval": make_prompts(evaluate, languages, n_prompts, prompt_words),
+               "tune": make_prompts(tune, languages, max(n_baseline, sweep_n_prompts), prompt_words)}
+    decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                    no_repeat_ngram_size=no_repeat_ngram_size)
     key = stable_hash({
-        "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts), "max_new_tokens": max_new_tokens,
-        "stats": stats.meta.get("plan"), "fluency": fluency,
+        "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
+        "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
     })
     partial = Partial(checkpoint, key)
 
-    def unit_prompts(target: str, k: int) -> tuple[list[str], list[str]]:
-        sources, chosen = [], []
-        for source in languages:
-            if source != target:
-                chosen += prompts[source][:k]
-                sources += [source] * len(prompts[source][:k])
-        return sources, chosen
+    def run_unit(half: str, k: int, target: str | None, setting: tuple | None) -> dict:
+        """Continue the first k prompts of `half` of every language (but the target), forced or not."""
+        sources = [s for s in languages if s != target for _ in prompts[half][s][:k]]
+        chosen = [p for s in languages if s != target for p in prompts[half][s][:k]]
+        unit_mode, unit_strength, unit_suppress = setting or (DEFAULT_FORCE_MODE, None, DEFAULT_SUPPRESS)
+        g = generate(model, chosen, neurons=neurons, stats=stats, force_language=target if setting else None,
+                     mode=unit_mode, strength=unit_strength, suppress=unit_suppress, candidates=languages,
+                     batch_size=min(batch_size, len(chosen)), **decoding)
+        scores = score_continuations(model, chosen, g.texts, batch_size=batch_size)
+        return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
+                "scores": [asdict(score) for score in scores]}
 
-    def run_unit(target: str, unit_mode: str | None, unit_strength: float | None, k: int) -> dict:
-        sources, chosen = unit_prompts(target, k) if unit_mode else ([s for s in languages for _ in prompts[s][:k]],
-                                                                     [p for s in languages for p in prompts[s][:k]])
-        g = generate(
-            model, chosen, neurons=neurons, stats=stats, force_language=target if unit_mode else None,
-            mode=unit_mode or DEFAULT_FORCE_MODE, strength=unit_strength, max_new_tokens=max_new_tokens,
-            batch_size=min(batch_size, len(chosen)), candidates=languages,
-        )
-        return {
-            "sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
-            "fluency": _fluency(model, chosen, g.texts, batch_size) if fluency else None,
-        }
-
-    units = [("unsteered", None)] + [(f"main/{t}", t) for t in languages]
-    for m in sweep_modes:
-        for s in sweep_strengths:
-            if m == mode and float(s) == strength and sweep_n_prompts <= n_prompts:
-                continue  # read from the main matrix
-            units += [(f"sweep/{m}/{float(s)}/{t}", t) for t in sweep_targets]
+    setting = (mode, strength, suppress)
+    units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
+             ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
+    units += [(f"main/{t}", lambda t=t: run_unit("eval", n_prompts, t, setting)) for t in languages]
+    sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
+    for m, s, sup in sweep_settings:
+        units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit("tune", sweep_n_prompts, t,
+                                                                                       (m, s, sup)))
+                  for t in sweep_targets]
     bar = progress_bar(progress, len(units), "forced language", unit="call")
     done: dict[str, dict] = {}
     try:
-        for name, target in units:
+        for name, compute in units:
             bar.set_postfix_str(name)
-            if name == "unsteered":
-                done[name] = partial.get(name, lambda: run_unit("", None, None, n_prompts))
-            elif name.startswith("main/"):
-                done[name] = partial.get(name, lambda t=target: run_unit(t, mode, strength, n_prompts))
-            else:
-                _, m, s, t = name.split("/")
-                done[name] = partial.get(name, lambda t=t, m=m, s=s: run_unit(t, m, float(s), sweep_n_prompts))
+            done[name] = partial.get(name, compute)
             bar.update(1)
     finally:
         bar.close()
 
-    # ---- the success matrix at the default mode and strength
-    success = [[None] * len(languages) for _ in languages]
-    fluency_cells = [[None] * len(languages) for _ in languages]
-    hits = total = 0
-    examples = []
+    # ---- the bars: the unsteered model's own text in each language
+    baseline = done["baseline"]
+    own: dict[str, list[Score]] = {lang: [] for lang in languages}
+    for source, detected, score in zip(baseline["sources"], baseline["detected"], baseline["scores"]):
+        if detected == source:
+            own[source].append(Score(**score))
+    bar_of = bars(own, [Score(**score) for score in baseline["scores"]])
+
+    def judged(unit: dict, target: str, rows) -> tuple[list[bool], list[bool], list[float]]:
+        raw, fluent, nll = [], [], []
+        for r in rows:
+            hit = unit["detected"][r] == target
+            passes = hit and bar_of[target].passes(Score(**unit["scores"][r]))
+            raw.append(hit)
+            fluent.append(passes)
+            if passes:
+                nll.append(unit["scores"][r]["nll"])
+        return raw, fluent, nll
+
+    # ---- the evaluation-half matrix at the chosen setting
+    n = len(languages)
+    success = [[None] * n for _ in languages]
+    fluent_success = [[None] * n for _ in languages]
+    unsteered_rate = [[None] * n for _ in languages]
+    per_target, examples = {}, []
+    all_raw, all_fluent, plain_all = [], [], []
+    unsteered = done["unsteered"]
     for j, target in enumerate(languages):
         unit = done[f"main/{target}"]
+        t_raw, t_fluent, t_nll = [], [], []
         for i, source in enumerate(languages):
             if source == target:
                 continue
             rows = [r for r, s in enumerate(unit["sources"]) if s == source]
-            ok = [unit["detected"][r] == target for r in rows]
-            success[i][j] = sum(ok) / len(ok)
-            hits, total = hits + sum(ok), total + len(ok)
-            if unit["fluency"] is not None:
-                fluency_cells[i][j] = _pooled([unit["fluency"][r] for r in rows])
+            raw, fluent, nll = judged(unit, target, rows)
+            success[i][j], fluent_success[i][j] = _rate(raw), _rate(fluent)
+            plain_rows = [r for r, s in enumerate(unsteered["sources"]) if s == source]
+            plain = judged(unsteered, target, plain_rows)[1]
+            unsteered_rate[i][j] = _rate(plain)
+            t_raw, t_fluent, t_nll, plain_all = t_raw + raw, t_fluent + fluent, t_nll + nll, plain_all + plain
             for r in rows[:n_examples]:
                 examples.append({"source": source, "target": target, "prompt": unit["prompts"][r],
                                  "continuation": unit["texts"][r], "detected": unit["detected"][r],
-                                 "success": unit["detected"][r] == target})
-    unsteered = done["unsteered"]
-    unsteered_in_source = [d == s for d, s in zip(unsteered["detected"], unsteered["sources"])]
-    per_target = {t: mean_or_none([success[i][j] for i in range(len(languages))]) for j, t in enumerate(languages)}
-    per_source = {s: mean_or_none(success[i]) for i, s in enumerate(languages)}
-    steered_fluency = _pooled([pair for t in languages for pair in (done[f"main/{t}"]["fluency"] or [])])
+                                 "success": raw[rows.index(r)], "fluent": fluent[rows.index(r)]})
+        own_nll = [s.nll for s in own[target]]
+        per_target[target] = {
+            "raw": _rate(t_raw), "fluent": _rate(t_fluent), "n": len(t_raw),
+            "fluency_nll": mean_or_none(t_nll), "own_language_nll": mean_or_none(own_nll),
+            "bar": bar_of[target].to_dict(),
+        }
+        all_raw, all_fluent = all_raw + t_raw, all_fluent + t_fluent
+    in_source = [d == s for d, s in zip(unsteered["detected"], unsteered["sources"])]
 
-    # ---- the sweep: overall success per mode and strength
+    # ---- the sweep (tuning half): raw and fluent success per setting
     sweep = None
-    if sweep_modes:
+    if sweep_settings:
         sweep = {"modes": list(sweep_modes), "strengths": [float(s) for s in sweep_strengths],
-                 "targets": list(sweep_targets), "n_prompts": sweep_n_prompts, "success": {}, "fluency_log_ppl": {},
-                 "n": {}}
-        for m in sweep_modes:
-            rates, flu, counts = [], [], []
-            for s in sweep_strengths:
-                ok, pairs = [], []
-                for t in sweep_targets:
-                    name = f"sweep/{m}/{float(s)}/{t}"
-                    if name in done:
-                        unit = done[name]
-                        rows = range(len(unit["sources"]))
-                    else:  # the default setting: the first sweep_n_prompts prompts of the main units
-                        unit = done[f"main/{t}"]
-                        rows = [r for r, src in enumerate(unit["sources"])
-                                if unit["prompts"][r] in prompts[src][:sweep_n_prompts]]
-                    ok += [unit["detected"][r] == t for r in rows]
-                    if unit["fluency"] is not None:
-                        pairs += [unit["fluency"][r] for r in rows]
-                rates.append(sum(ok) / len(ok) if ok else None)
-                flu.append(_pooled(pairs) if pairs else None)
-                counts.append(len(ok))
-            sweep["success"][m], sweep["fluency_log_ppl"][m], sweep["n"][m] = rates, flu, counts
+                 "suppress": list(sweep_suppress), "targets": list(sweep_targets), "n_prompts": sweep_n_prompts,
+                 "half": "tune", "settings": []}
+        for m, s, sup in sweep_settings:
+            raw_all, fluent_all, by_target = [], [], {}
+            for t in sweep_targets:
+                unit = done[f"sweep/{m}/{s}/{sup}/{t}"]
+                raw, fluent, _ = judged(unit, t, range(len(unit["sources"])))
+                raw_all, fluent_all = raw_all + raw, fluent_all + fluent
+                by_target[t] = _rate(fluent)
+            sweep["settings"].append({"mode": m, "strength": s, "suppress": sup, "raw": _rate(raw_all),
+                                      "fluent": _rate(fluent_all), "fluent_per_target": by_target})
+        # success vs strength per mode at the first suppress choice (the plot)
+        first = sweep_suppress[0]
+        sweep["success"] = {m: [next(x["fluent"] for x in sweep["settings"] if (x["mode"], x["strength"], x["suppress"])
+                                     == (m, float(s), first)) for s in sweep_strengths] for m in sweep_modes}
     return {
         "benchmark": "forced",
         "method": neurons.method,
         "languages": languages,
         "mode": mode,
         "strength": strength,
-        "max_new_tokens": max_new_tokens,
-        "prompts": {lang: prompts[lang][:n_prompts] for lang in languages},
+        "suppress": suppress,
+        "decoding": decoding,
+        "split": {"tune": "first half of each language's held-out paragraphs (sweeps, fluency bars)",
+                  "eval": "second half (every reported figure)",
+                  "sizes": {lang: [len(tune[lang]), len(evaluate[lang])] for lang in languages}},
+        "prompts": prompts["eval"],
         "success": success,
-        "success_rate": hits / total if total else None,
+        "fluent_success": fluent_success,
+        "unsteered_success": unsteered_rate,
+        "success_rate": _rate(all_raw),
+        "fluent_success_rate": _rate(all_fluent),
+        "unsteered_fluent_rate": _rate(plain_all),
         "per_target": per_target,
-        "per_source": per_source,
-        "fluency_log_ppl": fluency_cells,
-        "steered_fluency_log_ppl": steered_fluency,
+        "bars": {lang: b.to_dict() for lang, b in bar_of.items()},
         "unsteered": {
-            "in_source_language": sum(unsteered_in_source) / len(unsteered_in_source),
-            "fluency_log_ppl": _pooled(unsteered["fluency"]) if unsteered["fluency"] is not None else None,
+            "in_source_language": _rate(in_source),
             "examples": [{"source": s, "prompt": p, "continuation": t, "detected": d} for s, p, t, d in
                          zip(unsteered["sources"], unsteered["prompts"], unsteered["texts"], unsteered["detected"])][
                          :: max(1, n_prompts)],
@@ -266,11 +308,13 @@ def forced_language(
 
 def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
     result = forced_language(
-        ctx.model, ctx.neurons[spec.neurons], ctx.stats, ctx.eval_texts(max(spec.n_prompts, spec.sweep_n_prompts)),
+        ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
         n_prompts=spec.n_prompts, prompt_words=spec.prompt_words, mode=spec.mode or DEFAULT_FORCE_MODE,
-        strength=spec.strength, sweep_modes=spec.sweep_modes, sweep_strengths=spec.sweep_strengths,
-        sweep_n_prompts=spec.sweep_n_prompts, sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens,
-        batch_size=spec.batch_size, fluency=spec.fluency, checkpoint=job.checkpoint, progress=ctx.progress,
+        strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS, repetition_penalty=spec.repetition_penalty,
+        no_repeat_ngram_size=spec.no_repeat_ngram_size, n_baseline=spec.n_baseline, sweep_modes=spec.sweep_modes,
+        sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
+        sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+        checkpoint=job.checkpoint, progress=ctx.progress,
     )
     plot_forced(result, job.figures[0])
     result["neurons"] = spec.neurons
@@ -279,7 +323,7 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
 
 def _key(ctx: Context) -> dict:
     # the steering strengths come from the stats; a spec without mode/strength uses the defaults
-    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH]}
+    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS]}
 
 
 register(Benchmark(

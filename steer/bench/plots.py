@@ -95,9 +95,9 @@ def plot_forced(result: dict, path: str | Path) -> Path:
     side = 0.45 * max(len(langs), 4) + 2
     fig = _figure(side + (4.5 if sweep else 0) + 0.5, 0.42 * max(len(langs), 4) + 1.8)
     axes = fig.subplots(1, 2 if sweep else 1, squeeze=False)[0]
-    heatmap(fig, axes[0], result["success"], langs, langs, center=None, cmap="viridis", vmin=0, vmax=1,
-            title=f"forced language success ({result['mode']}, strength {result['strength']:g})",
-            label="fraction detected as target", fmt="{:.1f}")
+    heatmap(fig, axes[0], result.get("fluent_success", result["success"]), langs, langs, center=None, cmap="viridis",
+            vmin=0, vmax=1, title=f"fluent forced-language success ({result['mode']}, strength {result['strength']:g})",
+            label="fraction fluent and detected as target", fmt="{:.1f}")
     axes[0].set_xlabel("target language")
     axes[0].set_ylabel("prompt language")
     if sweep:
@@ -109,8 +109,8 @@ def plot_forced(result: dict, path: str | Path) -> Path:
         ax.set_xticks(sweep["strengths"], [f"{s:g}" for s in sweep["strengths"]])
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("strength")
-        ax.set_ylabel("success rate")
-        ax.set_title(f"success vs strength ({len(sweep['targets'])} targets, {sweep['n_prompts']} prompt/source)",
+        ax.set_ylabel("fluent success rate (tuning half)")
+        ax.set_title(f"fluent success vs strength ({len(sweep['targets'])} targets, {sweep['n_prompts']} prompt/source)",
                      fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -79,37 +79,47 @@ def delta_ppl_section(result: dict, figure: str, variant: str = "specific+relate
 
 
 def forced_section(result: dict, figure: str) -> str:
-    lines = [f"## Forced language ({result['method']}, mode {result['mode']}, strength {result['strength']:g})", "",
+    decoding = result.get("decoding", {})
+    extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in decoding.items()
+                      if k in ("repetition_penalty", "no_repeat_ngram_size") and v is not None)
+    lines = [f"## Forced language ({result['method']}, mode {result['mode']}, strength {result['strength']:g}, "
+             f"suppress {result.get('suppress', 'others')}{', ' + extra if extra else ''})", "",
              f"![forced language]({figure})", ""]
     unsteered = result["unsteered"]
     lines.append(
-        f"Each cell is the fraction of continuations of prompts in the row language, generated while forcing the column "
-        f"language, that the language identifier assigns to the column language: {_pct(result['success_rate'])} of all "
-        f"(source, target) continuations switch language, while without steering "
-        f"{_pct(unsteered['in_source_language'])} stay in their prompt language."
+        f"Evaluation half of the held-out paragraphs (the sweep read only the tuning half). A continuation is a *raw* "
+        f"success when the language identifier assigns it to the target, a *fluent* success when it also reads like "
+        f"the model's own text in the target (NLL under the unsteered model, share of distinct tokens, longest "
+        f"repeated run; bars from unsteered text in that language). Fluent success {_pct(result['fluent_success_rate'])}, "
+        f"raw {_pct(result['success_rate'])}; without steering {_pct(result['unsteered_fluent_rate'])} of "
+        f"continuations are fluent text in the other language, and {_pct(unsteered['in_source_language'])} stay in "
+        f"their prompt language."
     )
-    flu_s, flu_u = result.get("steered_fluency_log_ppl"), unsteered.get("fluency_log_ppl")
-    if flu_s is not None and flu_u is not None:
-        lines.append(f"Fluency proxy (loss of the continuation under the unsteered model, nats/token): steered {flu_s:.2f}, "
-                     f"unsteered {flu_u:.2f}.")
+    lines += ["", "| target | raw | fluent | NLL of fluent successes | NLL of own text | bar: NLL ≤, distinct ≥, run ≤ |",
+              "|---|---|---|---|---|---|"]
+    for target, row in result["per_target"].items():
+        bar = row["bar"]
+        lines.append(f"| {target} | {_pct(row['raw'])} | {_pct(row['fluent'])} | {_f(row['fluency_nll'], '{:.2f}')} | "
+                     f"{_f(row['own_language_nll'], '{:.2f}')} | {bar['nll_max']:.2f}, {bar['distinct_min']:.2f}, "
+                     f"{bar['max_run_max']}{' (pooled)' if bar['pooled'] else ''} |")
     sweep = result.get("sweep")
     if sweep:
-        best = max(((r, m, s) for m in sweep["modes"] for r, s in zip(sweep["success"][m], sweep["strengths"])
-                    if r is not None), default=None)
-        if best:
-            lines.append(f"Right: success rate against strength per mode on {len(sweep['targets'])} targets "
-                         f"({sweep['n_prompts']} prompt per source); best {best[1]} at {best[2]:g} ({_pct(best[0])}).")
-    lines += ["", "One continuation per target language (a successful one where there is one):", "",
-              "| prompt (source) | target | continuation | detected |", "|---|---|---|---|"]
+        lines += ["", f"Sweep on the tuning half ({len(sweep['targets'])} targets, {sweep['n_prompts']} prompt per source):",
+                  "", "| mode | strength | suppress | raw | fluent |", "|---|---|---|---|---|"]
+        for row in sorted(sweep["settings"], key=lambda r: -(r["fluent"] or 0)):
+            lines.append(f"| {row['mode']} | {row['strength']:g} | {row['suppress']} | {_pct(row['raw'])} | "
+                         f"{_pct(row['fluent'])} |")
+    lines += ["", "One continuation per target language (a fluent success where there is one):", "",
+              "| prompt (source) | target | continuation | detected | fluent |", "|---|---|---|---|---|"]
     for target in result["languages"]:
         mine = [ex for ex in result["examples"] if ex["target"] == target]
         if not mine:
             continue
-        ex = next((e for e in mine if e["success"]), mine[0])
+        ex = next((e for e in mine if e["fluent"]), next((e for e in mine if e["success"]), mine[0]))
         text = ex["continuation"].replace("|", "\\|").replace("\n", " ")[:100]
         prompt = ex["prompt"].replace("|", "\\|")[:60]
-        mark = "✓" if ex["success"] else "✗"
-        lines.append(f"| {prompt} ({ex['source']}) | {ex['target']} | {text} | {ex['detected']} {mark} |")
+        lines.append(f"| {prompt} ({ex['source']}) | {ex['target']} | {text} | {ex['detected']} | "
+                     f"{'✓' if ex['fluent'] else '✗'} |")
     lines.append("")
     return "\n".join(lines)
 
