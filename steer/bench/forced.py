@@ -187,7 +187,8 @@ def forced_language(
     setting = (mode, strength, suppress)
     units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
              ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
-    units += [(f"main/{t}", lambda t=t: run_unit("eval", n_prompts, t, setting)) for t in languages]
+    main = f"{mode}/{strength}/{suppress}"
+    units += [(f"main/{main}/{t}", lambda t=t: run_unit("eval", n_prompts, t, setting)) for t in languages]
     sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
     for m, s, sup in sweep_settings:
         units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit("tune", sweep_n_prompts, t,
@@ -231,7 +232,7 @@ def forced_language(
     all_raw, all_fluent, plain_all = [], [], []
     unsteered = done["unsteered"]
     for j, target in enumerate(languages):
-        unit = done[f"main/{target}"]
+        unit = done[f"main/{main}/{target}"]
         t_raw, t_fluent, t_nll = [], [], []
         for i, source in enumerate(languages):
             if source == target:
