@@ -82,7 +82,7 @@ def check_writable_dir(path: str | Path) -> Path:
     """Create `path` if needed and check that files can be written there, before any expensive work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"'{path}' is a file; --out must be a folder")
+        raise ValueError(f"'{path}' is a file; --out must be a folder (give a new or existing folder)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -8,6 +8,28 @@ import sys
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (argparse turns the error into one line naming the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _model_options(parser, *, model: bool = True, device: str = "auto", dtype: str = "auto") -> None:
     """--model (unless the verb names its models otherwise), --device, --dtype and --device-map."""
     if model:
@@ -32,16 +54,22 @@ def _languages(text: str | None) -> list[str] | None:
 
 
 def cmd_corpus_build(args) -> None:
+    from steer._io import check_replaceable_dir
     from steer.corpus import Corpus, build_libreoffice
     from steer.languages import DEFAULT_LANGUAGES
 
+    check_replaceable_dir(args.out, "corpus.json")  # before building anything
+    if (args.from_dir or args.jsonl) and (args.min_chars is not None or args.n_eval is not None):
+        raise ValueError("--min-chars and --n-eval apply to the LibreOffice corpus only; leave them out with "
+                         "--from-dir or --jsonl")
     if args.from_dir:
         corpus = Corpus.from_text_dir(args.from_dir, languages=_languages(args.languages))
     elif args.jsonl:
         corpus = Corpus.from_jsonl(args.jsonl, languages=_languages(args.languages))
     else:
-        corpus = build_libreoffice(_languages(args.languages) or DEFAULT_LANGUAGES, min_chars=args.min_chars,
-                                   n_eval=args.n_eval)
+        corpus = build_libreoffice(_languages(args.languages) or DEFAULT_LANGUAGES,
+                                   min_chars=40 if args.min_chars is None else args.min_chars,
+                                   n_eval=200 if args.n_eval is None else args.n_eval)
     corpus.save(args.out)
     counts = corpus.counts()
     print(f"corpus ({corpus.source}) -> {args.out}")
@@ -57,8 +85,8 @@ def cmd_collect(args) -> None:
     from steer.collection import clear_checkpoint
 
     out = check_writable_dir(args.out)  # before loading anything
+    corpus = steer.load_corpus(args.corpus)  # before the model: a bad corpus is found in a moment
     model = _load(args)
-    corpus = steer.load_corpus(args.corpus)
     stats = steer.collect(
         model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
         tokens_per_batch=args.tokens_per_batch,
@@ -80,7 +108,7 @@ def cmd_identify(args) -> None:
     if args.top_rate is not None:
         params["top_rate"] = args.top_rate
     if args.lambda_ is not None:
-        params["lambda"] = args.lambda_ if args.lambda_ == "auto" else float(args.lambda_)
+        params["lambda"] = args.lambda_  # "auto" or a number, read (and checked) by the method
     neurons = steer.identify(stats, method=args.method, **params)
     out = neurons.save(args.out)
     counts = neurons.counts_per_layer()
@@ -93,14 +121,16 @@ def cmd_identify(args) -> None:
 
 def cmd_ablate(args) -> None:
     import steer
-    from steer._io import file_header, write_json_atomic
+    from steer._io import check_writable_dir, file_header, write_json_atomic
     from steer.bench.delta_ppl import ablate_language
 
-    model = _load(args)
-    neurons = steer.NeuronSet.load(args.neurons, model=model)
+    check_writable_dir(args.out)  # before loading anything
+    neurons = steer.NeuronSet.load(args.neurons)
     corpus = steer.load_corpus(args.corpus)
-    result = ablate_language(model, neurons, corpus, args.language, classes=_languages(args.classes),
-                             n_texts=args.n_texts)
+    model = _load(args)
+    neurons.check_model(model, what=f"neuron set '{args.neurons}'")
+    classes = [part.strip() for part in args.classes.split(",") if part.strip()]
+    result = ablate_language(model, neurons, corpus, args.language, classes=classes, n_texts=args.n_texts)
     for lang, row in result["evaluated"].items():
         print(f"  {lang:6s} log-PPL {row['log_ppl']:7.3f} -> {row['ablated_log_ppl']:7.3f}  (Δ {row['delta_log_ppl']:+.3f})")
     path = write_json_atomic(Path(args.out) / f"ablate_{args.language}.json", {**file_header(model), **result})
@@ -110,12 +140,19 @@ def cmd_ablate(args) -> None:
 def cmd_generate(args) -> None:
     import steer
     from steer._io import check_writable_dir
+    from steer.generation import check_generate_args
 
+    check_generate_args(args.prompts, neurons=args.neurons, stats=args.stats, force_language=args.force_language,
+                        mode=args.mode, strength=args.strength, max_new_tokens=args.max_new_tokens)
     if args.out:
         check_writable_dir(args.out)  # before generating
+    neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
+    stats = steer.ActivationStats.load(args.stats) if args.stats else None
     model = _load(args)
-    neurons = steer.NeuronSet.load(args.neurons, model=model) if args.neurons else None
-    stats = steer.ActivationStats.load(args.stats, model=model) if args.stats else None
+    if neurons is not None:
+        neurons.check_model(model, what=f"neuron set '{args.neurons}'")
+    if stats is not None:
+        stats.check_model(model)
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
                              mode=args.mode, strength=args.strength, **common)
@@ -133,9 +170,11 @@ def cmd_generate(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    from steer._io import check_writable_dir
     from steer.bench.runner import run_bench
     from steer.bench.schema import load_config
 
+    check_writable_dir(args.out)  # before loading anything
     config = load_config(args.config or args.config_option)
     for field in ("device", "dtype", "device_map"):  # the command line overrides the TOML's [model]
         if getattr(args, field) is not None:
@@ -145,9 +184,16 @@ def cmd_bench(args) -> None:
 
 def cmd_compare(args) -> None:
     import steer
+    from steer._io import check_writable_dir
     from steer.bench.alignment import write_alignment_report
     from steer.bench.compare import compare_neuron_sets, write_compare_report
 
+    if bool(args.base_model) != bool(args.aligned_model):
+        raise ValueError("--base-model and --aligned-model go together: give both (held-out perplexity before and "
+                         "after) or neither")
+    if args.base_model and not args.trained:
+        raise ValueError("--base-model and --aligned-model need --trained (the languages the alignment trained on)")
+    check_writable_dir(args.out)  # before loading anything
     trained = _languages(args.trained)
     result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=trained)
     report = write_compare_report(result, Path(args.out))
@@ -160,9 +206,13 @@ def cmd_compare(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    import steer
+    from steer._io import check_writable_dir
     from steer.bench.demo import run_demo
 
-    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args))
+    check_writable_dir(args.out)  # before loading anything
+    corpus = steer.load_corpus(args.corpus) if args.corpus else None  # default: the LibreOffice help
+    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args), corpus=corpus)
     print(f"report -> {Path(args.out) / 'report.md'}")
     for key in ("diagonal_mean_delta_logppl", "offdiagonal_mean_delta_logppl", "random_control_mean_delta_logppl",
                 "forced_language_success"):
@@ -170,8 +220,10 @@ def cmd_demo(args) -> None:
 
 
 def cmd_align(args) -> None:
+    from steer._io import check_writable_dir
     from steer.align import AlignConfig, align
 
+    check_writable_dir(args.out)  # before loading anything
     config = AlignConfig(
         train_languages=_languages(args.train_languages), pivot=args.pivot, objective=args.objective,
         steps=args.steps, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, max_length=args.max_length,
@@ -189,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     build = corpus.add_parser("build", help="LibreOffice help from Debian packages, or your own text")
     build.add_argument("--out", required=True)
     build.add_argument("--languages", help="comma-separated codes (default: en,de,fr,es,ru,ja,zh,eu,om,km)")
-    build.add_argument("--from-dir", help="a folder of <lang>.txt files, one text per line")
-    build.add_argument("--jsonl", help="a JSONL file with lang, text (and optional split, id)")
-    build.add_argument("--min-chars", type=int, default=40)
-    build.add_argument("--n-eval", type=int, default=200)
+    source = build.add_mutually_exclusive_group()
+    source.add_argument("--from-dir", help="a folder of <lang>.txt files, one text per line")
+    source.add_argument("--jsonl", help="a JSONL file with lang, text (and optional split, id)")
+    build.add_argument("--min-chars", type=positive_int, help="LibreOffice corpus: shortest paragraph kept (40)")
+    build.add_argument("--n-eval", type=positive_int, help="LibreOffice corpus: eval paragraphs per language (200)")
     build.set_defaults(func=cmd_corpus_build)
 
     collect = sub.add_parser("collect", help="activation statistics per language")
@@ -200,10 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--corpus", default=None, help="corpus folder (default: the embedded corpus)")
     collect.add_argument("--out", required=True)
     collect.add_argument("--languages")
-    collect.add_argument("--batch-size", type=int, help="texts per batch (default: the device's, 8 on a CPU)")
-    collect.add_argument("--tokens-per-batch", type=int, help="padded tokens per batch (default on a GPU: 32768)")
-    collect.add_argument("--max-length", type=int, default=256)
-    collect.add_argument("--max-tokens-per-language", type=int)
+    collect.add_argument("--batch-size", type=positive_int, help="texts per batch (default: the device's, 8 on a CPU)")
+    collect.add_argument("--tokens-per-batch", type=positive_int, help="padded tokens per batch (default on a GPU: 32768)")
+    collect.add_argument("--max-length", type=positive_int, default=256)
+    collect.add_argument("--max-tokens-per-language", type=positive_int)
     collect.add_argument("--sq-sums", action="store_true")
     collect.set_defaults(func=cmd_collect)
 
@@ -221,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--language", required=True)
     ablate.add_argument("--classes", default="specific,related")
     ablate.add_argument("--corpus", default=None)
-    ablate.add_argument("--n-texts", type=int, default=50)
+    ablate.add_argument("--n-texts", type=positive_int, default=50)
     ablate.add_argument("--out", required=True)
     ablate.set_defaults(func=cmd_ablate)
 
@@ -231,9 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--neurons")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
-    generate.add_argument("--mode", default=None)
-    generate.add_argument("--strength", type=float)
-    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--mode", help="with --force-language: set, add or diffmean (default: "
+                          "steer.generation.DEFAULT_FORCE_MODE)")
+    generate.add_argument("--strength", type=float, help="with --force-language (default 4)")
+    generate.add_argument("--max-new-tokens", type=positive_int, default=32)
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out")
@@ -244,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("config", nargs="?", help="the TOML config (e.g. steer/bench/demo.toml)")
     config.add_argument("--config", dest="config_option", metavar="CONFIG", help="the same, as an option")
     bench.add_argument("--out", required=True)
-    bench.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
+    bench.add_argument("--threads", type=positive_int, help="torch threads (1 is faster on a loaded machine)")
     _model_options(bench, model=False, device=None, dtype=None)  # None: the TOML's [model] (default auto)
     bench.set_defaults(func=cmd_bench)
 
@@ -255,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--base-model", help="with --aligned-model: add held-out perplexity before/after")
     compare.add_argument("--aligned-model")
     compare.add_argument("--corpus", default=None)
-    compare.add_argument("--n-eval", type=int, default=8)
+    compare.add_argument("--n-eval", type=positive_int, default=8)
     _model_options(compare, model=False)
     compare.add_argument("--out", required=True)
     compare.set_defaults(func=cmd_compare)
@@ -263,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on the embedded model and corpus")
     demo.add_argument("--out", required=True)
     demo.add_argument("--quick", action="store_true", help="a tiny run (seconds), for smoke tests")
-    demo.add_argument("--threads", type=int, help="torch threads (1 is faster on a loaded machine)")
-    _model_options(demo, model=False)
+    demo.add_argument("--threads", type=positive_int, help="torch threads (1 is faster on a loaded machine)")
+    demo.add_argument("--corpus", default=None, help="a corpus folder, <lang>.txt folder or .jsonl "
+                      "(default: the LibreOffice help)")
+    _model_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     align = sub.add_parser("align", help="LoRA multilingual alignment fine-tune, merged into a model folder")
@@ -274,25 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--out", required=True)
     align.add_argument("--pivot", default="en")
     align.add_argument("--objective", default="translation", choices=["translation", "dpo"])
-    align.add_argument("--steps", type=int, default=200)
-    align.add_argument("--rank", type=int, default=8)
-    align.add_argument("--alpha", type=int, default=16)
-    align.add_argument("--batch-size", type=int, default=4)
-    align.add_argument("--max-length", type=int, default=128)
-    align.add_argument("--lr", type=float, default=2e-4)
+    align.add_argument("--steps", type=positive_int, default=200)
+    align.add_argument("--rank", type=positive_int, default=8)
+    align.add_argument("--alpha", type=positive_int, default=16)
+    align.add_argument("--batch-size", type=positive_int, default=4)
+    align.add_argument("--max-length", type=positive_int, default=128)
+    align.add_argument("--lr", type=positive_float, default=2e-4)
     align.add_argument("--seed", type=int, default=0)
-    align.add_argument("--max-pairs", type=int)
-    align.add_argument("--checkpoint-every", type=int, default=50)
+    align.add_argument("--max-pairs", type=positive_int)
+    align.add_argument("--checkpoint-every", type=positive_int, default=50)
     align.set_defaults(func=cmd_align)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "mode", "") is None:
-        from steer.generation import DEFAULT_FORCE_MODE
-
-        args.mode = DEFAULT_FORCE_MODE
     try:
         args.func(args)
     except (ValueError, RuntimeError, FileNotFoundError) as error:

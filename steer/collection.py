@@ -231,7 +231,7 @@ def collect(
     """
     info = model_info(model)
     texts = _texts_by_language(corpus, split)
-    languages = list(languages) if languages is not None else list(texts)
+    languages = list(texts) if languages is None else [languages] if isinstance(languages, str) else list(languages)
     missing = [lang for lang in languages if lang not in texts]
     if missing:
         raise ValueError(f"the corpus has no language {missing}; it has {sorted(texts)}")

@@ -8,6 +8,7 @@ continuation comes back with its detected language.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -97,6 +98,34 @@ def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> l
     return [(everyone, list(suppress))]
 
 
+def check_generate_args(
+    prompts: str | Sequence[str], *, neurons=None, stats=None, force_language: str | None = None,
+    mode: str | None = None, strength: float | None = None, max_new_tokens: int = 32, batch_size: int = 8,
+) -> list[str]:
+    """The checks `generate` makes before anything runs (neurons and stats only need to be given, not loaded,
+    so the command line calls this before it loads a model); returns the prompts as a list."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty strings")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be at least 1")
+    if force_language is None:
+        given = [name for name, value in (("mode", mode), ("strength", strength)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with "
+                             f"force_language (--force-language); give a target language or leave "
+                             f"{'them' if len(given) > 1 else 'it'} out")
+        return prompts
+    if neurons is None or stats is None:
+        raise ValueError("force_language needs neurons (steer.identify) and stats (steer.collect)")
+    if mode is not None and mode not in FORCE_MODES:
+        raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                 or not math.isfinite(strength)):
+        raise ValueError(f"strength must be a finite number, got {strength!r}")
+    return prompts
+
+
 def generate(
     model,
     prompts: str | Sequence[str],
@@ -105,7 +134,7 @@ def generate(
     neurons: NeuronSet | None = None,
     stats=None,
     force_language: str | None = None,
-    mode: str = DEFAULT_FORCE_MODE,
+    mode: str | None = None,
     strength: float | None = None,
     suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
     max_new_tokens: int = 32,
@@ -128,21 +157,19 @@ def generate(
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
     et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
     `no_repeat_ngram_size` are HF generate's. Returns the continuations (prompt excluded) and each
-    one's detected language ("und" when the language identifier cannot tell).
+    one's detected language ("und" when the language identifier cannot tell). `mode` (default
+    `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`) apply to `force_language`
+    only; giving them without it is an error.
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty strings")
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be at least 1")
+    prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
+                                  strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    mode = DEFAULT_FORCE_MODE if mode is None else mode
     if repetition_penalty is not None and not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be positive (1.0 = none), got {repetition_penalty}")
     if no_repeat_ngram_size is not None and no_repeat_ngram_size < 1:
         raise ValueError(f"no_repeat_ngram_size must be at least 1, got {no_repeat_ngram_size}")
     groups: list[tuple[list[int], Steering | None]] = []
     if force_language is not None:
-        if neurons is None or stats is None:
-            raise ValueError("force_language needs neurons (steer.identify) and stats (steer.collect)")
         for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):
             specs = list(interventions) + force_language_interventions(
                 neurons, force_language, mode=mode, strength=strength, suppress=suppressed)

@@ -13,6 +13,7 @@ so the selection is deterministic.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -34,14 +35,42 @@ def method(name: str):
     return register
 
 
+def method_params(name: str) -> list[str]:
+    """The parameters a registered method takes, by the names users pass (`lambda_` is given as `lambda`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'; choose one of {', '.join(sorted(METHODS))}")
+    return [p.rstrip("_") for p in _param_names(name)]
+
+
+def _param_names(name: str) -> list[str]:
+    signature = inspect.signature(METHODS[name])
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in list(signature.parameters.values())[1:] if p.kind in kinds]
+
+
+def check_params(name: str, params) -> None:
+    """A one-line error naming the method and the parameters it takes when `params` holds any other."""
+    accepted = method_params(name)
+    names = _param_names(name)
+    unknown = [key for key in params if key not in names and key + "_" not in names]
+    if unknown:
+        which = ", ".join(f"'{key}'" for key in unknown)
+        raise ValueError(f"method '{name}' takes no parameter {which}; its parameters are {', '.join(accepted)}")
+
+
 def identify(stats: ActivationStats, method: str = "zhang2025", **params) -> NeuronSet:
     """Select language neurons from `stats` with a registered method (see `METHODS`)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(sorted(METHODS))}")
+    check_params(method, params)
     if len(stats.languages) < 2:
         raise ValueError("identifying language neurons needs stats for at least two languages")
     if int(stats.tokens.sum()) == 0:
         raise ValueError("the stats count no tokens; collect them on a corpus with text first")
+    empty = [lang for lang, n in zip(stats.languages, stats.tokens.tolist()) if n == 0]
+    if empty:
+        raise ValueError(
+            f"the stats count no tokens for {', '.join(repr(lang) for lang in empty)}, so nothing can be said about "
+            "its neurons; collect stats with text in that language, or without it"
+        )
     neurons = METHODS[method](stats, **params)
     neurons.meta = {
         "model": stats.meta.get("model", {}),
@@ -112,12 +141,20 @@ def zhang2025(
     lambda_: float | str = "auto",
     **aliases,
 ) -> NeuronSet:
-    """Zhang et al. 2025. `lambda_` (or `lambda` via **) is a number or "auto" (the reference's search)."""
+    """Zhang et al. 2025. `lambda_` (or `lambda` via **) is a number or "auto" (the reference's search);
+    a string holding a number (from a command line) is read as that number."""
     if "lambda" in aliases:
         lambda_ = aliases.pop("lambda")
     if aliases:
         raise ValueError(f"unknown zhang2025 parameters {sorted(aliases)}; use top_rate, threshold_ratio, lambda")
     _check_rate(top_rate=top_rate, threshold_ratio=threshold_ratio)
+    if lambda_ != "auto":
+        try:
+            if isinstance(lambda_, bool):
+                raise TypeError
+            lambda_ = float(lambda_)
+        except (TypeError, ValueError):
+            raise ValueError(f"lambda must be a number or 'auto', got {lambda_!r}") from None
     probs = stats.probs().to(torch.float64)
     k = probs.shape[0]
     entropy = zhang_entropy(probs)
@@ -192,5 +229,5 @@ def specificity(stats: ActivationStats, top_rate: float = 0.01, n_per_language: 
 
 def _check_rate(**rates: float) -> None:
     for name, value in rates.items():
-        if not (isinstance(value, (int, float)) and 0 < value <= 1):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
             raise ValueError(f"{name} must be in (0, 1], got {value}")

@@ -288,8 +288,16 @@ class NeuronSet:
 
     @classmethod
     def load(cls, path: str | Path, model=None) -> "NeuronSet":
-        """Read a file written by `save`, validating every index; with `model`, check it was made for that model."""
+        """Read a file written by `save` (or `path/neurons.json` for a folder), validating every index; with
+        `model`, check it was made for that model."""
         path = Path(path)
+        if path.is_dir():
+            if not (path / "neurons.json").is_file():
+                raise ValueError(f"'{path}' is a folder that holds no neurons.json; give a neuron set file "
+                                 "(made by `steer identify`)")
+            path = path / "neurons.json"
+        if not path.exists():
+            raise ValueError(f"no neuron set at '{path}' (no such file); give a file made by `steer identify`")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -183,7 +183,7 @@ class ActivationStats:
         """A clear error when these stats were collected on another model (shape or weights)."""
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
-        check_model(recorded, model, "these stats")
+        check_model(recorded, model, "this set of activation stats")
 
     def to_dict_meta(self) -> dict:
         return {

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 from jaxtyping import Float, Int
@@ -56,6 +56,13 @@ class Intervention:
 
     def __post_init__(self) -> None:
         self.op = OP_ALIASES.get(self.op, self.op)
+        self.languages = _as_list(self.languages)
+        self.exclude_languages = _as_list(self.exclude_languages)
+        self.classes = _as_list(self.classes)
+        unknown = [cls for cls in self.classes if cls not in (*CLASSES, "general")]
+        if unknown or not self.classes:
+            raise ValueError(f"unknown class '{unknown[0]}'; use specific, related and/or general" if unknown
+                             else "classes is empty; use specific, related and/or general")
         if self.op not in OPS:
             raise ValueError(f"unknown op '{self.op}'; use one of {', '.join(OPS)} (or deactivate/amplify)")
         if self.phase not in PHASES:
@@ -79,6 +86,10 @@ class Intervention:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Intervention":
+        known = [f.name for f in fields(cls)]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            raise ValueError(f"unknown Intervention field '{unknown[0]}'; the fields are {', '.join(known)}")
         return cls(**data)
 
 
@@ -227,7 +238,7 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
         if not per_layer and spec.allow_empty:
             continue
         if not per_layer:
-            raise ValueError(f"the intervention {spec.op} on {spec.languages or 'all languages'} selects no neuron")
+            raise ValueError(_nothing_selected(spec, neurons))
         if spec.target is not None:
             if stats is None:
                 raise ValueError(f"{spec.op} with a target language needs ActivationStats (their means)")
@@ -253,6 +264,15 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
     return layer_ops
 
 
+def _nothing_selected(spec: Intervention, neurons: NeuronSet) -> str:
+    """Why an intervention selects no neuron, naming the languages of the set it was given."""
+    languages = ", ".join(spec.languages or neurons.languages)
+    where = f" in layers {spec.layers}" if spec.layers is not None else ""
+    but = f" once the neurons of {', '.join(spec.exclude_languages)} are left on" if spec.exclude_languages else ""
+    return (f"{spec.op} on {languages} selects no neuron: the neuron set has none of classes {', '.join(spec.classes)}"
+            f"{where} for {languages}{but}; choose another language or class, or identify neurons with a larger top_rate")
+
+
 def intervene(model, *interventions: Intervention, neurons: NeuronSet, stats=None) -> Steering:
     """Bind interventions to a model: `with steer.intervene(model, spec, neurons=ns): ...`."""
     return Steering(model, interventions, neurons, stats)
@@ -260,9 +280,9 @@ def intervene(model, *interventions: Intervention, neurons: NeuronSet, stats=Non
 
 def deactivate(model, neurons: NeuronSet, *, value: float = 0.0, phase: str = "all", classes=CLASSES) -> Steering:
     """Set the neurons (all languages of `neurons`; pick one with `neurons["fr"]`) to `value` (0)."""
-    return Steering(model, [Intervention("suppress", value=value, phase=phase, classes=list(classes))], neurons)
+    return Steering(model, [Intervention("suppress", value=value, phase=phase, classes=_as_list(classes))], neurons)
 
 
 def amplify(model, neurons: NeuronSet, factor: float = 2.0, *, phase: str = "all", classes=CLASSES) -> Steering:
     """Multiply the neurons' down_proj input by `factor`."""
-    return Steering(model, [Intervention("scale", factor=factor, phase=phase, classes=list(classes))], neurons)
+    return Steering(model, [Intervention("scale", factor=factor, phase=phase, classes=_as_list(classes))], neurons)

@@ -103,3 +103,74 @@ def test_console_script_help():
     assert result.returncode == 0
     for command in ("corpus", "collect", "identify", "ablate", "generate", "bench", "compare", "demo", "align"):
         assert command in result.stdout
+
+
+def _header(data: dict) -> None:
+    """What every file steer writes records at its top level: the steer version and the model."""
+    assert data["steer_version"], data.keys()
+    assert data["model"]["weights_hash"], data["model"]
+
+
+def test_bench_on_a_text_dir_corpus(tmp_path, text_dir, tiny_dir, one_thread):
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        f'[model]\nname = "{tiny_dir}"\n[corpus]\nsource = "{text_dir}"\nn_eval = 1\n'
+        "[stats]\nmax_tokens_per_language = 200\nmax_length = 32\n"
+        '[neurons.z]\nmethod = "zhang2025"\ntop_rate = 0.05\n'
+        '[bench.delta_ppl]\nn_texts = 1\nn_random = 0\nrandom_columns = "none"\nmax_length = 32\n[bench.layers]\n'
+    )
+    out = tmp_path / "bench"
+    assert main(["bench", str(config), "--out", str(out), "--threads", "1"]) == 0
+    for name in ("delta_ppl", "layers"):
+        saved = json.loads((out / f"{name}.json").read_text())
+        _header(saved["meta"])
+        assert saved["meta"]["model"]["n_layers"] == 4 and (out / f"{name}.png").exists()
+    assert (out / "report.md").exists() and (out / "stats" / "stats.json").exists()
+    assert json.loads((out / "neurons" / "z.json").read_text())["meta"]["model"]["name"] == tiny_dir.name
+
+
+def test_compare_writes_its_header(tmp_path, tiny_neurons, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    tiny_neurons.save(a)
+    tiny_neurons.select(classes="specific").save(b)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "compare")]) == 0
+    compare = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    _header(compare)
+    assert compare["model_b"]["weights_hash"] == compare["model"]["weights_hash"]
+    assert (tmp_path / "compare" / "compare.png").exists() and (tmp_path / "compare" / "report.md").exists()
+
+
+def test_align_two_steps(tmp_path, text_dir, tiny_dir, one_thread, capsys):
+    out = tmp_path / "aligned"
+    assert main(["align", "--model", str(tiny_dir), "--corpus", str(text_dir), "--train-languages", "de",
+                 "--steps", "2", "--batch-size", "2", "--max-length", "64", "--out", str(out)]) == 0
+    info = json.loads((out / "align.json").read_text())
+    _header(info)
+    assert info["steps"] == 2 and info["config"]["train_languages"] == ["de"] and len(info["losses"]) == 2
+    assert (out / "config.json").exists() and (out / "adapter").is_dir()
+    assert "aligned model ->" in capsys.readouterr().out
+
+
+def test_demo_quick_on_the_tiny_model(tmp_path, text_dir, tiny_dir, one_thread, capsys):
+    (text_dir / "eu.txt").write_text("\n".join(["Katua esterilla gainean dago eta leihotik begiratzen du.",
+                                                "Ireki fitxategia menua eta aukeratu gorde.",
+                                                "Hautatu formatua eman nahi diezun gelaxkak.",
+                                                "Funtzio honek balioen batura itzultzen du."] * 3) + "\n")
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--model", str(tiny_dir), "--corpus", str(text_dir), "--threads", "1",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    _header(summary["meta"])
+    assert summary["meta"]["model"]["name"] == tiny_dir.name and summary["languages"] == ["en", "de", "eu"]
+    assert summary["skipped"] == [] and "transfer" in summary
+    assert (out / "report.md").exists() and "diagonal_mean_delta_logppl" in capsys.readouterr().out
+    for name in ("delta_ppl", "forced", "transfer", "layers"):
+        _header(json.loads((out / f"{name}.json").read_text())["meta"])
+
+
+def test_demo_without_a_low_resource_language_skips_transfer(tmp_path, text_dir, tiny_dir, one_thread, capsys):
+    out = tmp_path / "demo"
+    with pytest.warns(UserWarning, match="skips the low-resource transfer benchmark"):
+        assert main(["demo", "--quick", "--model", str(tiny_dir), "--corpus", str(text_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["languages"] == ["en", "de"] and summary["skipped"] == ["transfer"] and "transfer" not in summary

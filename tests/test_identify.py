@@ -121,13 +121,13 @@ def test_zhang2025_selected_neurons_with_no_language_belong_to_none():
     assert neurons.to_masks()[0][0].tolist() == [0]
 
 
-def test_a_language_with_no_tokens_has_zero_probability():
+def test_a_language_with_no_tokens_has_zero_probability_and_is_refused_by_identify():
     active = torch.zeros(3, 1, 10, dtype=torch.long)
     active[0, 0, 0] = 50
     stats = ActivationStats.from_counts(LANGS, active, torch.tensor([100, 100, 0]))
     assert float(stats.probs()[2].sum()) == 0.0
-    neurons = steer.identify(stats, method="lape", top_rate=0.1)
-    assert neurons.to_masks()[0][0].tolist() == [0]
+    with pytest.raises(ValueError, match=f"no tokens for '{LANGS[2]}'"):
+        steer.identify(stats, method="lape", top_rate=0.1)
 
 
 def test_specificity_uses_the_margin_over_the_best_other_language():

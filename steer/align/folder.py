@@ -83,16 +83,22 @@ def check_out(out: Path, identity: dict[str, Any]) -> str:
                 f"arguments to resume it, or delete {out / 'checkpoint'} to start over"
             )
         return "resume"
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"{out} exists and is not a folder; choose another output folder")
-        others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-        if others:
-            raise ValueError(
-                f"{out} exists and is not a steer align folder (it holds {sorted(others)[:5]}); "
-                "choose another output folder or empty it"
-            )
+    check_out_folder(out)
     return "fresh"
+
+
+def check_out_folder(out: Path) -> None:
+    """A one-line error, before any work, when `out` is a file or a folder that steer align did not write."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; choose another output folder")
+    if (out / "align.json").is_file() or (out / "checkpoint" / "state.json").is_file() or not out.exists():
+        return
+    others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if others:
+        raise ValueError(
+            f"{out} exists and is not a steer align folder (it holds {sorted(others)[:5]}); "
+            "choose another output folder or empty it"
+        )
 
 
 def save_checkpoint(folder: Path, params: Params, optimizer, step: int, identity: dict, extra: dict) -> None:

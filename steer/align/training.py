@@ -19,7 +19,7 @@ import torch
 
 from steer.align.config import AlignConfig
 from steer.align.data import PROMPT_TEMPLATE, Encoder, build_examples
-from steer.align.folder import check_out, load_checkpoint, run_identity, save_checkpoint, write_output
+from steer.align.folder import check_out, check_out_folder, load_checkpoint, run_identity, save_checkpoint, write_output
 from steer.align.objectives import Scorer, dpo_loss, translation_loss
 from steer.languages import language_name
 from steer.models import load_hf_model, resolve_device, resolve_dtype, resolve_model, weights_hash
@@ -131,8 +131,7 @@ def align(
         corpus = load_corpus(corpus, progress=progress)
     config.check_corpus(corpus)
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder; choose another output folder")
+    check_out_folder(out)
     base_name, source = resolve_model(model)
     examples = build_examples(corpus, config)
 
@@ -200,6 +199,7 @@ def align(
 
         peft_model.eval()
         info = {
+            "model": {"name": base_name, "weights_hash": base_hash},  # the model this folder derives from
             "base_model": base_name,
             "base_source": source,
             "base_weights_hash": base_hash,

@@ -87,3 +87,10 @@ def neuron_fingerprint(neurons) -> str:
 
 def texts_fingerprint(texts: dict[str, list]) -> str:
     return stable_hash({lang: list(map(str, items)) for lang, items in texts.items()})
+
+
+def check_at_least(where: str, **limits: tuple[int | float | None, int]) -> None:
+    """A one-line error for the first count below its minimum (None: not set, allowed)."""
+    for name, (value, minimum) in limits.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"{where}: {name} must be at least {minimum}, got {value}")

@@ -125,6 +125,8 @@ def write_alignment_report(compare: dict, out: str | Path, trained: Sequence[str
     """
     out = Path(out)
     trained = list(trained)
+    if (base is None) != (aligned is None):
+        raise ValueError("give both the base and the aligned model for the perplexity before/after, or neither")
     ppl = None
     if base is not None and aligned is not None:
         corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)

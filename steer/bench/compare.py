@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from steer._io import file_header, write_json_atomic, write_text_atomic
+from steer._io import check_writable_dir, file_header, write_json_atomic, write_text_atomic
 from steer.bench.plots import plot_compare
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.neurons import NeuronSet
@@ -177,9 +177,10 @@ def compare_markdown(result: dict, figure: str | None = None) -> str:
 
 def write_compare_report(result: dict, out: str | Path) -> Path:
     """Write `out/compare.json`, `out/compare.png` and `out/report.md` (atomically); returns report.md's path."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "compare.json", {**result, **file_header()})
+    out = check_writable_dir(out)
+    header = file_header({"name": result["a"]["model"], "weights_hash": result["a"]["weights_hash"]},
+                         model_b={"name": result["b"]["model"], "weights_hash": result["b"]["weights_hash"]})
+    write_json_atomic(out / "compare.json", {**header, **result})
     plot_compare(result, out / "compare.png")
     return write_text_atomic(out / "report.md", "# steer: neuron set comparison\n\n" + compare_markdown(result, "compare.png"))
 

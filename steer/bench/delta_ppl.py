@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from steer.bench._common import (
-    Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint,
+    Partial, check_at_least, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint,
 )
 from steer.bench.plots import plot_delta_ppl
 from steer.bench.registry import Benchmark, Context, Job, register
@@ -61,6 +61,8 @@ class DeltaPPLBench:
             raise ValueError(f"{where}: random_columns must be one of {', '.join(RANDOM_COLUMNS)}")
         if self.cells not in ("all", "diagonal"):
             raise ValueError(f"{where}: cells must be 'all' or 'diagonal'")
+        check_at_least(where, n_texts=(self.n_texts, 1), max_length=(self.max_length, 2),
+                       batch_size=(self.batch_size, 1), n_random=(self.n_random, 0))
 
 
 def variant_classes(variant: str) -> tuple[str, ...]:
@@ -335,8 +337,17 @@ def ablate_language(
     n_texts: int = 50, batch_size: int = 8, max_length: int = 256,
 ) -> dict:
     """One row of the ΔPPL matrix (`steer ablate`): log-PPL of the first `n_texts` eval texts of every
-    language of both `corpus` and `neurons`, unsteered and with `language`'s neurons of `classes` set to 0."""
+    language of both `corpus` and `neurons`, unsteered and with `language`'s neurons of `classes` set to 0
+    (classes None: specific and related)."""
+    if isinstance(n_texts, bool) or not isinstance(n_texts, int) or n_texts < 1:
+        raise ValueError(f"n_texts must be at least 1, got {n_texts}")
+    classes = ("specific", "related") if classes is None else ([classes] if isinstance(classes, str) else list(classes))
+    if not classes:
+        raise ValueError("classes is empty; use specific, related and/or general")
     chosen = neurons.select([language], classes=classes)
+    if chosen.is_empty():
+        raise ValueError(f"'{language}' has no neuron of classes {', '.join(classes)} in this neuron set, so there is "
+                         "nothing to ablate; choose another language or class, or identify neurons with a larger top_rate")
     texts = {lang: corpus.eval[lang][:n_texts] for lang in corpus.languages if lang in neurons.languages}
     if any(not items for items in texts.values()):
         raise ValueError("perplexity needs at least one text")
@@ -350,7 +361,7 @@ def ablate_language(
             ablated = eval_columns(model, texts, columns, batch_size=batch_size, max_length=max_length)
     evaluated = {lang: {"log_ppl": base[lang]["log_ppl"], "ablated_log_ppl": ablated[lang]["log_ppl"],
                         "delta_log_ppl": ablated[lang]["log_ppl"] - base[lang]["log_ppl"]} for lang in columns}
-    return {"language": language, "classes": None if classes is None else list(classes), "n_neurons": len(chosen),
+    return {"language": language, "classes": list(classes), "n_neurons": len(chosen),
             "evaluated": evaluated}
 
 

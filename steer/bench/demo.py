@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steer._io import write_json_atomic
+from steer._io import check_writable_dir, write_json_atomic
 from steer.bench.report import write_report
 from steer.bench.runner import execute, preamble, result_meta, sections, torch_threads
 from steer.bench.schema import BenchConfig, load_config
 from steer.corpus import Corpus, load_corpus
+from steer.languages import LOW_RESOURCE
 from steer.models import model_info
 
 QUICK_LANGUAGES = ("en", "de", "eu")
@@ -192,7 +194,7 @@ def run_demo(
     faster than the default.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = check_writable_dir(out)  # before loading anything
     if corpus is not None and not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus, progress=progress)
     if languages is None and quick:
@@ -206,6 +208,7 @@ def run_demo(
         config.corpus.source = corpus.source or "in-memory"
     if config.corpus.languages is not None and len(config.corpus.languages) > 1:
         _check_sweep_targets(config)
+    skipped = _skip_transfer_without_low_resource(config, corpus)
     with torch_threads(threads):
         ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress)
     seconds = dict(stages.seconds())
@@ -213,10 +216,25 @@ def run_demo(
     seconds["this_run"] = round(time.perf_counter() - started, 2)
     summary = summarize(results, ctx, seconds)
     summary["resumed"] = list(stages.resumed)
+    summary["skipped"] = skipped
     summary["meta"] = result_meta(ctx)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, [summary_section(summary)] + sections(config, results), title=config.title, preamble=preamble(ctx))
     return summary
+
+
+def _skip_transfer_without_low_resource(config: BenchConfig, corpus) -> list[str]:
+    """The low-resource transfer benchmark needs a low-resource language: without one among the demo's
+    languages it is left out, with a warning (and listed in the summary's "skipped")."""
+    languages = config.corpus.languages or (corpus.languages if corpus is not None else None)
+    if languages is None or any(lang in LOW_RESOURCE for lang in languages):
+        return []
+    skipped = [entry.name for entry in config.benchmarks if entry.kind == "transfer"]
+    if skipped:
+        config.benchmarks = [entry for entry in config.benchmarks if entry.kind != "transfer"]
+        warnings.warn(f"no low-resource language ({', '.join(LOW_RESOURCE)}) among {', '.join(languages)}: the demo "
+                      "skips the low-resource transfer benchmark", stacklevel=3)
+    return skipped
 
 
 def _check_sweep_targets(config: BenchConfig) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from steer.bench._common import Partial, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
+from steer.bench._common import Partial, check_at_least, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
 from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
@@ -56,6 +56,8 @@ class ForcedBench:
                 raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
             raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
+        check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
+                       batch_size=(self.batch_size, 1))
 
 
 def _is_cjk(ch: str) -> bool:
@@ -176,10 +178,9 @@ def forced_language(
         """Continue the first k prompts of `half` of every language (but the target), forced or not."""
         sources = [s for s in languages if s != target for _ in prompts[half][s][:k]]
         chosen = [p for s in languages if s != target for p in prompts[half][s][:k]]
-        unit_mode, unit_strength, unit_suppress = setting or (DEFAULT_FORCE_MODE, None, DEFAULT_SUPPRESS)
-        g = generate(model, chosen, neurons=neurons, stats=stats, force_language=target if setting else None,
-                     mode=unit_mode, strength=unit_strength, suppress=unit_suppress, candidates=languages,
-                     batch_size=min(batch_size, len(chosen)), **decoding)
+        forcing = dict(force_language=target, mode=setting[0], strength=setting[1], suppress=setting[2]) if setting else {}
+        g = generate(model, chosen, neurons=neurons, stats=stats, candidates=languages,
+                     batch_size=min(batch_size, len(chosen)), **forcing, **decoding)
         scores = score_continuations(model, chosen, g.texts, batch_size=batch_size)
         return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
                 "scores": [asdict(score) for score in scores]}

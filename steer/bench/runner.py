@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from steer._io import file_header, write_json_atomic
+from steer._io import check_writable_dir, file_header, write_json_atomic
 from steer.bench._common import neuron_fingerprint, read_json, read_keyed, stable_hash
 from steer.bench.registry import Context, Job, get
 from steer.bench.report import write_report
@@ -251,8 +251,8 @@ def torch_threads(threads: int | None):
 
 def execute(config: BenchConfig, out: str | Path, *, model=None, corpus=None, progress: bool = True):
     """Prepare and run every benchmark; returns (context, results, stages). Used by run_bench and run_demo."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    config.model.check("[model]")  # again: the command line may have changed it
+    out = check_writable_dir(out)
     write_json_atomic(out / "config.json", config.to_dict())
     stages = Stages(out)
     ctx = prepare(config, out, model=model, corpus=corpus, progress=progress, stages=stages)
@@ -269,6 +269,7 @@ def run_bench(config: str | Path | BenchConfig, out: str | Path, *, model=None, 
     every hash, so results are never mixed up). `threads`: torch CPU threads for the run.
     """
     config = load_config(config) if isinstance(config, (str, Path)) else config
+    check_writable_dir(out)  # before loading anything
     with torch_threads(threads):
         ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress)
     started = time.perf_counter()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steer.bench._common import check_at_least
 from steer.bench.registry import benchmarks, get
 from steer.models import EMBEDDED_MODEL
 
@@ -132,8 +133,11 @@ class CorpusConfig:
     def check(self, where: str) -> None:
         if self.languages is not None and (len(self.languages) < 2 or not all(isinstance(x, str) for x in self.languages)):
             raise ValueError(f"{where}: languages must list at least two language codes")
+        if self.languages is not None and len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"{where}: languages lists a language twice: {self.languages}")
         if self.n_eval < 1:
             raise ValueError(f"{where}: n_eval must be at least 1")
+        check_at_least(where, max_stats=(self.max_stats, 1))
 
 
 @dataclass
@@ -146,6 +150,7 @@ class StatsConfig:
     def check(self, where: str) -> None:
         if self.max_tokens_per_language is not None and self.max_tokens_per_language < 1:
             raise ValueError(f"{where}: max_tokens_per_language must be positive")
+        check_at_least(where, batch_size=(self.batch_size, 1), max_length=(self.max_length, 2))
 
 
 @dataclass
@@ -163,6 +168,13 @@ class NeuronConfig:
             raise ValueError(f"{where}: unknown method '{self.method}' (known: {', '.join(sorted(METHODS))})")
         if self.path is not None and self.params:
             raise ValueError(f"{where}: a saved neuron set ('path') takes no method parameters {sorted(self.params)}")
+        if self.method is not None:
+            from steer.identification import check_params
+
+            try:
+                check_params(self.method, self.params)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
 
 
 @dataclass

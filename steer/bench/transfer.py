@@ -9,11 +9,12 @@ whether turning them up helps or hurts T.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from steer.bench._common import Partial, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint
+from steer.bench._common import Partial, check_at_least, mean_or_none, mean_sd, neuron_fingerprint, stable_hash, texts_fingerprint
 from steer.bench.delta_ppl import eval_columns
 from steer.bench.plots import plot_transfer
 from steer.bench.registry import Benchmark, Context, Job, register
@@ -36,6 +37,12 @@ class TransferBench:
     n_texts: int | None = None
     max_length: int = 128
     batch_size: int = 8
+
+    def check(self, where: str) -> None:
+        check_at_least(where, n_texts=(self.n_texts, 1), max_length=(self.max_length, 2),
+                       batch_size=(self.batch_size, 1), n_random=(self.n_random, 0))
+        if not math.isfinite(self.factor):
+            raise ValueError(f"{where}: factor must be a finite number, got {self.factor}")
 
 
 def shared_set(neurons: NeuronSet, source: str, target: str) -> NeuronSet:

@@ -26,6 +26,18 @@ BRING_YOUR_OWN = (
 )
 
 
+def read_utf8(path: Path) -> str:
+    """The text of `path`; a file that is not UTF-8 is a one-line error naming the file and the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text ({error.reason}, byte 0x{data[error.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def from_text_dir(path: str | Path, eval_fraction: float = 0.1, languages: Iterable[str] | None = None) -> Corpus:
     """A folder of ``<lang>.txt`` files, one text per non-empty line (blank lines are skipped).
 
@@ -48,7 +60,7 @@ def from_text_dir(path: str | Path, eval_fraction: float = 0.1, languages: Itera
         raise ValueError(f"{path} has no <lang>.txt files; write one file per language, one text per line")
     texts = {}
     for lang, p in files.items():
-        lines = [" ".join(line.split()) for line in p.read_text(encoding="utf-8").splitlines()]
+        lines = [" ".join(line.split()) for line in read_utf8(p).splitlines()]
         texts[lang] = [line for line in lines if line]
     return _from_lists(texts, eval_fraction, source=f"textdir:{path.resolve()}")
 
@@ -90,21 +102,35 @@ def from_jsonl(path: str | Path, eval_fraction: float = 0.1, languages: Iterable
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
     records: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                lang, text = rec["lang"], rec["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f'{path}:{n}: expected a JSON object with "lang" and "text"') from None
-            split = rec.get("split")
-            if split not in (None, "stats", "eval"):
-                raise ValueError(f'{path}:{n}: split must be "stats" or "eval", got {split!r}')
-            text = " ".join(str(text).split())
-            if text:
-                records.append({"lang": str(lang), "text": text, "split": split, "id": rec.get("id")})
+    first_line: dict[tuple[str, str], int] = {}  # (lang, id) -> the line that used it first
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            lang, text = rec["lang"], rec["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f'{path}:{n}: expected a JSON object with "lang" and "text"') from None
+        if not isinstance(lang, str) or not lang.strip():
+            raise ValueError(f'{path}:{n}: "lang" must be a language code (a string), got {json.dumps(lang)}')
+        if not isinstance(text, str):
+            raise ValueError(f'{path}:{n}: "text" must be a string, got {json.dumps(text)}; fix or drop the line')
+        split = rec.get("split")
+        if split not in (None, "stats", "eval"):
+            raise ValueError(f'{path}:{n}: split must be "stats" or "eval", got {split!r}')
+        rid = rec.get("id")
+        if rid is not None:
+            if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+                raise ValueError(f'{path}:{n}: "id" must be a string or an integer, got {json.dumps(rid)}')
+            seen = first_line.setdefault((lang, str(rid)), n)
+            if seen != n:
+                raise ValueError(
+                    f"{path}:{n}: id {json.dumps(rid)} appears twice for language '{lang}' (first on line {seen}); "
+                    "ids must be unique within a language"
+                )
+        text = " ".join(text.split())
+        if text:
+            records.append({"lang": lang, "text": text, "split": split, "id": rid})
     if not records:
         raise ValueError(f"{path} holds no texts; write one JSON object per line with lang and text")
     langs = list(dict.fromkeys(r["lang"] for r in records))
