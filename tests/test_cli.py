@@ -151,11 +151,18 @@ def test_align_two_steps(tmp_path, text_dir, tiny_dir, one_thread, capsys):
     assert "aligned model ->" in capsys.readouterr().out
 
 
+def _twice_as_long(text_dir):
+    """Enough lines for two held-out texts per language: the forced-language benchmark tunes on one, reports the other."""
+    for file in text_dir.glob("*.txt"):
+        file.write_text(file.read_text() * 2)
+
+
 def test_demo_quick_on_the_tiny_model(tmp_path, text_dir, tiny_dir, one_thread, capsys):
     (text_dir / "eu.txt").write_text("\n".join(["Katua esterilla gainean dago eta leihotik begiratzen du.",
                                                 "Ireki fitxategia menua eta aukeratu gorde.",
                                                 "Hautatu formatua eman nahi diezun gelaxkak.",
                                                 "Funtzio honek balioen batura itzultzen du."] * 3) + "\n")
+    _twice_as_long(text_dir)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--model", str(tiny_dir), "--corpus", str(text_dir), "--threads", "1",
                  "--out", str(out)]) == 0
@@ -169,6 +176,7 @@ def test_demo_quick_on_the_tiny_model(tmp_path, text_dir, tiny_dir, one_thread, 
 
 
 def test_demo_without_a_low_resource_language_skips_transfer(tmp_path, text_dir, tiny_dir, one_thread, capsys):
+    _twice_as_long(text_dir)
     out = tmp_path / "demo"
     with pytest.warns(UserWarning, match="skips the low-resource transfer benchmark"):
         assert main(["demo", "--quick", "--model", str(tiny_dir), "--corpus", str(text_dir), "--out", str(out)]) == 0

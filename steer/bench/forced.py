@@ -85,6 +85,7 @@ def prompt_prefix(text: str, n_words: int = 8) -> str:
 
 
 def make_prompts(eval_texts: dict[str, list[str]], languages: Sequence[str], n_prompts: int, n_words: int) -> dict:
+    """The opening words of the first `n_prompts` texts of each language (fewer where it has fewer)."""
     prompts = {}
     for lang in languages:
         chosen = [prompt_prefix(t, n_words) for t in eval_texts[lang][:n_prompts] if t.strip()]
@@ -162,8 +163,10 @@ def forced_language(
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
     sweep_targets = languages if sweep_targets is None else [t for t in sweep_targets if t in languages]
     tune, evaluate = halves({lang: eval_texts[lang] for lang in languages})
-    if min(len(evaluate[lang]) for lang in languages) < n_prompts:
-        raise ValueError(f"n_prompts={n_prompts} needs at least {2 * n_prompts} held-out paragraphs per language")
+    short = [lang for lang in languages if len(tune[lang]) < 1]
+    if short:
+        raise ValueError(f"forcing a language needs at least 2 held-out paragraphs per language (the first half tunes, "
+                         f"the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
     prompts = {"eval": make_prompts(evaluate, languages, n_prompts, prompt_words),
                "tune": make_prompts(tune, languages, max(n_baseline, sweep_n_prompts), prompt_words)}
     decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
