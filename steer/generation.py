@@ -76,6 +76,10 @@ def force_language_interventions(
 
 SUPPRESS = ("others", "source", "none")
 DEFAULT_SUPPRESS = "others"
+# The decoding the forcing defaults were tuned with (and that steer.generate uses when forcing a
+# language unless told otherwise): greedy with a light repetition penalty and no repeated 3-grams,
+# so that a steered continuation is not judged against loops (benchmarks/forced_sweep.py).
+DEFAULT_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
 
 
 def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> list[tuple[list[int], list[str] | None]]:
@@ -156,7 +160,8 @@ def generate(
     With `force_language`, `suppress` picks whose neurons are switched off: "others" (every other
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
     et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
-    `no_repeat_ngram_size` are HF generate's. Returns the continuations (prompt excluded) and each
+    `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
+    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations (prompt excluded) and each
     one's detected language ("und" when the language identifier cannot tell). `mode` (default
     `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`) apply to `force_language`
     only; giving them without it is an error.
@@ -164,10 +169,14 @@ def generate(
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
+    if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
+        repetition_penalty = DEFAULT_DECODING["repetition_penalty"] if repetition_penalty is None else repetition_penalty
+        no_repeat_ngram_size = (DEFAULT_DECODING["no_repeat_ngram_size"] if no_repeat_ngram_size is None
+                                else no_repeat_ngram_size)
     if repetition_penalty is not None and not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be positive (1.0 = none), got {repetition_penalty}")
-    if no_repeat_ngram_size is not None and no_repeat_ngram_size < 1:
-        raise ValueError(f"no_repeat_ngram_size must be at least 1, got {no_repeat_ngram_size}")
+    if no_repeat_ngram_size is not None and no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be 0 (none) or more, got {no_repeat_ngram_size}")
     groups: list[tuple[list[int], Steering | None]] = []
     if force_language is not None:
         for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):

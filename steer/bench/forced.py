@@ -22,7 +22,9 @@ from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
 from steer.bench.fluency import Score, bars, score_continuations
-from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, generate
+from steer.generation import (
+    DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, generate,
+)
 from steer.progress import progress_bar
 
 
@@ -146,7 +148,8 @@ def forced_language(
     mode × strength × suppress) the first `sweep_n_prompts` of the *tuning* half, towards
     `sweep_targets` (default: every language); the fluency bars (`steer.bench.fluency`) come from the
     unsteered model continuing the first `n_baseline` tuning-half prompts of each language. Every
-    continuation uses the same decoding (greedy, with `repetition_penalty` / `no_repeat_ngram_size`).
+    continuation uses the same decoding (greedy, with `repetition_penalty` / `no_repeat_ngram_size`;
+    None: `steer.generation.DEFAULT_DECODING`).
     A continuation succeeds when it is detected as the target; it is a *fluent* success when it
     also passes the target's bar. Set `sweep_modes=()` to skip the sweep.
     """
@@ -169,8 +172,11 @@ def forced_language(
                          f"the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
     prompts = {"eval": make_prompts(evaluate, languages, n_prompts, prompt_words),
                "tune": make_prompts(tune, languages, max(n_baseline, sweep_n_prompts), prompt_words)}
-    decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                    no_repeat_ngram_size=no_repeat_ngram_size)
+    decoding = dict(  # one decoding for every unit, steered or not (None: the one the defaults were tuned with)
+        max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+        repetition_penalty=DEFAULT_DECODING["repetition_penalty"] if repetition_penalty is None else repetition_penalty,
+        no_repeat_ngram_size=DEFAULT_DECODING["no_repeat_ngram_size"] if no_repeat_ngram_size is None
+        else no_repeat_ngram_size)
     key = stable_hash({
         "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
         "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
