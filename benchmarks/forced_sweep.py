@@ -56,11 +56,11 @@ def main() -> None:
     eval_texts = {lang: list(corpus.eval[lang]) for lang in languages}
     decoding = dict(max_new_tokens=args.new_tokens, repetition_penalty=args.repetition_penalty,
                     no_repeat_ngram_size=args.no_repeat_ngram_size)
-    common = dict(languages=languages, checkpoint=args.out / "units.json", **decoding)
+    common = dict(languages=languages, **decoding)
 
     sweep = forced_language(model, neurons, stats, eval_texts, n_prompts=1, sweep_n_prompts=args.sweep_prompts,
                             sweep_modes=args.modes.split(","), sweep_strengths=[float(s) for s in args.strengths.split(",")],
-                            sweep_suppress=args.suppress.split(","), **common)
+                            sweep_suppress=args.suppress.split(","), checkpoint=args.out / "sweep_units.json", **common)
     (args.out / "sweep.json").write_text(json.dumps(sweep, indent=1, ensure_ascii=False))
     settings = sorted(sweep["sweep"]["settings"], key=lambda row: (-(row["fluent"] or 0), -(row["raw"] or 0)))
     print(f"\nsweep, tuning half ({args.sweep_prompts} prompt per source, {len(languages) * (len(languages) - 1)} pairs)")
@@ -72,7 +72,8 @@ def main() -> None:
     best = settings[0]
 
     result = forced_language(model, neurons, stats, eval_texts, n_prompts=args.eval_prompts, mode=best["mode"],
-                             strength=best["strength"], suppress=best["suppress"], sweep_modes=(), **common)
+                             strength=best["strength"], suppress=best["suppress"], sweep_modes=(),
+                             checkpoint=args.out / "eval_units.json", **common)
     (args.out / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(f"\nevaluation half, {best['mode']} {best['strength']:g} suppress {best['suppress']} "
           f"({args.eval_prompts} prompts per source): fluent {result['fluent_success_rate']:.2f}, "

@@ -1,7 +1,9 @@
 """Fluent success: a forced continuation counts only when it reads like the model's own text in that language.
 
-A continuation is scored three ways: its mean NLL per token under the *unsteered* model given its
-prompt, the share of distinct tokens among its tokens, and its longest run of one repeated token.
+A continuation is scored three ways: its mean NLL per token under the *unsteered* model read as a
+text of its own (not after its prompt: a German continuation of an English prompt is improbable
+after that prompt by design, yet may be perfectly good German), the share of distinct tokens among
+its tokens, and its longest run of one repeated token.
 The bar for language T comes from the unsteered model continuing prompts written in T (kept when
 the identifier says T, with the same decoding as the steered run): NLL at most that text's 95th
 percentile, distinct share at least its 5th percentile, longest run at most its 95th percentile.
@@ -59,14 +61,9 @@ def degeneracy(ids: Sequence[int]) -> tuple[float, int]:
     return len(set(ids)) / len(ids), longest
 
 
-def joined(prompt: str, continuation: str) -> tuple[str, str]:
-    """(prompt, continuation) as scored: a space between them where the prompt's script uses spaces."""
-    return prompt, (" " + continuation) if " " in prompt and continuation else continuation
-
-
-def score_continuations(model, prompts: Sequence[str], texts: Sequence[str], *, batch_size: int = 32) -> list[Score]:
-    """Score each continuation under the model as it is now (call it outside any steering)."""
-    nlls = token_nll(model, [joined(p, t) for p, t in zip(prompts, texts)], batch_size=batch_size, max_length=512)
+def score_continuations(model, texts: Sequence[str], *, batch_size: int = 32) -> list[Score]:
+    """Score each continuation, as a text of its own, under the model as it is now (call it outside any steering)."""
+    nlls = token_nll(model, [text if text else " " for text in texts], batch_size=batch_size, max_length=512)
     scores = []
     for text, nll in zip(texts, nlls):
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -6,8 +6,9 @@ For every target language, all prompts of the other languages are continued in o
 `generate` call with `force_language=target` (see `steer.generation.force_language_interventions`).
 A continuation is a raw success when the language identifier says it is in the target language,
 and a fluent success when it also reads like the model's own text in that language
-(`steer.bench.fluency`: its NLL under the unsteered model, its share of distinct tokens and its
-longest repeated run, against bars set from unsteered text in the target language).
+(`steer.bench.fluency`: its NLL under the unsteered model as a text of its own, its share of
+distinct tokens and its longest repeated run, against bars set from unsteered text in the target
+language).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def forced_language(
         forcing = dict(force_language=target, mode=setting[0], strength=setting[1], suppress=setting[2]) if setting else {}
         g = generate(model, chosen, neurons=neurons, stats=stats, candidates=languages,
                      batch_size=min(batch_size, len(chosen)), **forcing, **decoding)
-        scores = score_continuations(model, chosen, g.texts, batch_size=batch_size)
+        scores = score_continuations(model, g.texts, batch_size=batch_size)
         return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
                 "scores": [asdict(score) for score in scores]}
 
