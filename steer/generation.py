@@ -24,13 +24,12 @@ from steer.tokens import left_pad
 from steer.neurons import NeuronSet
 
 FORCE_MODES = ("set", "add", "diffmean")
-# Chosen by a sweep on the embedded model (zhang2025 neurons from 96 paragraphs per language, one
-# 6-word prompt per language forced to each of the 9 others, 10 new tokens; README, "Forced language"):
-# success over the 90 pairs was add 0.51 / 0.52 / 0.40 at strength 4 / 8 / 16, set 0.51 / 0.52 at
-# 4 / 8, diffmean 0.53 at 4; applying the push to generated tokens only (phase="generated") fell
-# to 0.20-0.29. Strength 8 and up mostly repeats one token, so 4 is the default for every mode.
+# Chosen on the tuning half of the embedded corpus (benchmarks/forced_sweep.py; README, "Forced
+# language"): zhang2025 neurons, 90 source→target pairs, 16 new tokens under DEFAULT_DECODING; fluent
+# success was diffmean 2 / source 0.13, diffmean 2 / others 0.11, diffmean 4 / source 0.10, diffmean
+# 4 / others 0.06 (raw 0.51, 0.44, 0.57, 0.48). "set" and "add" keep the strength of the earlier raw sweep.
 DEFAULT_FORCE_MODE = "diffmean"
-DEFAULT_STRENGTH = {"set": 4.0, "add": 4.0, "diffmean": 4.0}
+DEFAULT_STRENGTH = {"set": 4.0, "add": 4.0, "diffmean": 2.0}
 
 
 @dataclass
@@ -75,7 +74,7 @@ def force_language_interventions(
 
 
 SUPPRESS = ("others", "source", "none")
-DEFAULT_SUPPRESS = "others"
+DEFAULT_SUPPRESS = "source"
 # The decoding the forcing defaults were tuned with (and that steer.generate uses when forcing a
 # language unless told otherwise): greedy with a light repetition penalty and no repeated 3-grams,
 # so that a steered continuation is not judged against loops (benchmarks/forced_sweep.py).
