@@ -426,3 +426,15 @@ def test_alignment_claims_on_synthetic_sets():
     assert claims["spontaneous_alignment"]["untrained_related"] == [0, 3]
     text = alignment_markdown(claims, ppl, ["de"])
     assert "spontaneous alignment" in text and "| fr | no | 5.000 | 5.200 | +0.200 |" in text
+
+
+def test_the_benchmark_configs_in_benchmarks_load():
+    from pathlib import Path
+
+    from steer.bench.schema import load_config
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    configs = sorted(folder.glob("*.toml"))
+    assert configs
+    for path in configs:
+        load_config(path)

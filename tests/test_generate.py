@@ -55,7 +55,7 @@ def test_forced_language_gives_fluent_text_on_gemma(gemma):
     fluent, raw, unsteered = result["fluent_success_rate"], result["success_rate"], result["unsteered_fluent_rate"]
     print(f"forced language over {len(languages) * (len(languages) - 1)} pairs: fluent {fluent:.2f}, raw {raw:.2f}, "
           f"unsteered fluent {unsteered:.2f}")
-    assert fluent >= unsteered + 0.3
+    assert fluent >= unsteered + 0.2 and raw >= 0.5  # measured: fluent 0.35, raw 0.75, unsteered 0.00
 
 
 def test_suppressing_only_the_source_language_switches_off_that_language_per_prompt(tiny, tiny_neurons, tiny_stats):
