@@ -57,7 +57,14 @@ def build_models(args, dtype):
     from steer.models import wrap_model
     from steer.testing import byte_tokenizer
 
-    tokenizer = byte_tokenizer()
+    from transformers import AutoTokenizer
+
+    from steer._io import cache_root
+
+    folder = cache_root() / "random" / "byte-tokenizer"  # TransformerLens re-reads a tokenizer from its folder
+    if not (folder / "tokenizer.json").exists():
+        byte_tokenizer().save_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     config = LlamaConfig(**LLAMA_SHAPES[args.shape], max_position_embeddings=8192, rope_theta=500000.0,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu")
     copies = []
