@@ -115,10 +115,15 @@ table(["target", "continuations in target (forced)", "in target (unsteered)"],
 # %% [markdown]
 # ## Steering modes
 #
-# Three ways to push the target's neurons (with the other languages' neurons off in all three):
+# Three ways to push the target's neurons (in all three the prompt's own language is switched off,
+# `suppress="source"`, the default; `"others"` and `"none"` are the alternatives):
 # - `set`: the neuron's activation is replaced by strength × its mean on target-language text;
-# - `add`: strength × that mean is added (the default);
-# - `diffmean`: strength × (target mean − mean over the other languages) is added.
+# - `add`: strength × that mean is added;
+# - `diffmean`: strength × (target mean − mean over the other languages) is added (the default, strength 2).
+#
+# A continuation detected as the target is not yet a success: many are garbled words in the right
+# script. `steer.bench.forced_language` also asks that it read like the model's own text in that
+# language (fluent success); see the README's "Forced language" for the measured rates.
 
 # %%
 example, target = PROMPTS[0], targets[0]
