@@ -81,6 +81,12 @@ DEFAULT_SUPPRESS = "source"
 DEFAULT_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
 
 
+def forcing_decoding(repetition_penalty: float | None, no_repeat_ngram_size: int | None) -> dict:
+    """The repetition controls for a forced run: each one not given is `DEFAULT_DECODING`'s."""
+    given = {"repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+    return {key: DEFAULT_DECODING[key] if value is None else value for key, value in given.items()}
+
+
 def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> list[tuple[list[int], list[str] | None]]:
     """(prompt indices, languages to switch off) groups: one for "others"/"none"/a list, one per source for "source"."""
     everyone = list(range(len(prompts)))
@@ -169,9 +175,8 @@ def generate(
                                   strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
     if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
-        repetition_penalty = DEFAULT_DECODING["repetition_penalty"] if repetition_penalty is None else repetition_penalty
-        no_repeat_ngram_size = (DEFAULT_DECODING["no_repeat_ngram_size"] if no_repeat_ngram_size is None
-                                else no_repeat_ngram_size)
+        controls = forcing_decoding(repetition_penalty, no_repeat_ngram_size)
+        repetition_penalty, no_repeat_ngram_size = controls["repetition_penalty"], controls["no_repeat_ngram_size"]
     if repetition_penalty is not None and not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be positive (1.0 = none), got {repetition_penalty}")
     if no_repeat_ngram_size is not None and no_repeat_ngram_size < 0:

@@ -24,7 +24,7 @@ from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
 from steer.bench.fluency import Score, bars, score_continuations
 from steer.generation import (
-    DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, generate,
+    DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding, generate,
 )
 from steer.progress import progress_bar
 
@@ -173,11 +173,8 @@ def forced_language(
                          f"the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
     prompts = {"eval": make_prompts(evaluate, languages, n_prompts, prompt_words),
                "tune": make_prompts(tune, languages, max(n_baseline, sweep_n_prompts), prompt_words)}
-    decoding = dict(  # one decoding for every unit, steered or not (None: the one the defaults were tuned with)
-        max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-        repetition_penalty=DEFAULT_DECODING["repetition_penalty"] if repetition_penalty is None else repetition_penalty,
-        no_repeat_ngram_size=DEFAULT_DECODING["no_repeat_ngram_size"] if no_repeat_ngram_size is None
-        else no_repeat_ngram_size)
+    decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,  # one for every unit, steered or not
+                    **forcing_decoding(repetition_penalty, no_repeat_ngram_size))
     key = stable_hash({
         "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
         "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
