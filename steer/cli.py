@@ -123,13 +123,16 @@ def cmd_ablate(args) -> None:
     import steer
     from steer._io import check_writable_dir, file_header, write_json_atomic
     from steer.bench.delta_ppl import ablate_language
+    from steer.steering import Intervention
 
     check_writable_dir(args.out)  # before loading anything
     neurons = steer.NeuronSet.load(args.neurons)
+    classes = [part.strip() for part in args.classes.split(",") if part.strip()]
+    Intervention("suppress", languages=[args.language], classes=classes)  # a bad class: before the model loads
+    neurons.index(args.language)
     corpus = steer.load_corpus(args.corpus)
     model = _load(args)
     neurons.check_model(model, what=f"neuron set '{args.neurons}'")
-    classes = [part.strip() for part in args.classes.split(",") if part.strip()]
     result = ablate_language(model, neurons, corpus, args.language, classes=classes, n_texts=args.n_texts)
     for lang, row in result["evaluated"].items():
         print(f"  {lang:6s} log-PPL {row['log_ppl']:7.3f} -> {row['ablated_log_ppl']:7.3f}  (Δ {row['delta_log_ppl']:+.3f})")
@@ -140,7 +143,7 @@ def cmd_ablate(args) -> None:
 def cmd_generate(args) -> None:
     import steer
     from steer._io import check_writable_dir
-    from steer.generation import check_generate_args
+    from steer.generation import SUPPRESS, check_generate_args
 
     check_generate_args(args.prompts, neurons=args.neurons, stats=args.stats, force_language=args.force_language,
                         mode=args.mode, strength=args.strength, max_new_tokens=args.max_new_tokens)
@@ -148,6 +151,11 @@ def cmd_generate(args) -> None:
         check_writable_dir(args.out)  # before generating
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
+    suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
+    if args.force_language is not None:  # languages the files lack: before the model loads
+        for lang in [args.force_language] + ([] if isinstance(suppress, str) else suppress):
+            neurons.index(lang)
+        stats.index(args.force_language)
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
@@ -155,8 +163,12 @@ def cmd_generate(args) -> None:
         stats.check_model(model)
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
-                             mode=args.mode, strength=args.strength, **common)
-    plain = steer.generate(model, args.prompts, candidates=neurons.languages if neurons else None, **common)
+                             mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
+                             repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                             **common)
+    same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
+    plain = steer.generate(model, args.prompts, candidates=neurons.languages if neurons else None, **same_decoding,
+                           **common)
     for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,
                                                    plain.languages):
         print(f"prompt      : {prompt}")
@@ -284,9 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--neurons")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
-    generate.add_argument("--mode", help="with --force-language: set, add or diffmean (default: "
+    generate.add_argument("--mode", help="with --force-language: set, add, diffmean or std (default: "
                           "steer.generation.DEFAULT_FORCE_MODE)")
-    generate.add_argument("--strength", type=float, help="with --force-language (default 4)")
+    generate.add_argument("--strength", type=float, help="with --force-language (default: "
+                          "steer.generation.DEFAULT_STRENGTH of the mode)")
+    generate.add_argument("--suppress", default="source", help="with --force-language, whose neurons to switch off: "
+                          "source (the prompt's language), others, none, or a comma list of languages")
+    generate.add_argument("--phase", default="all", choices=("all", "output"),
+                          help="with --force-language: steer every position, or only those predicting new tokens")
+    generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
+                          "the unsteered side uses the same")
+    generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")
     generate.add_argument("--max-new-tokens", type=positive_int, default=32)
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)

@@ -23,13 +23,13 @@ from steer.models.fast_path import fast_path
 from steer.tokens import left_pad
 from steer.neurons import NeuronSet
 
-FORCE_MODES = ("set", "add", "diffmean")
+FORCE_MODES = ("set", "add", "diffmean", "std")
 # Chosen on the tuning half of the embedded corpus (benchmarks/forced_sweep.py; README, "Forced
 # language"): zhang2025 neurons, 90 source→target pairs, 16 new tokens under DEFAULT_DECODING; fluent
 # success was diffmean 2 / source 0.13, diffmean 2 / others 0.11, diffmean 4 / source 0.10, diffmean
 # 4 / others 0.06 (raw 0.51, 0.44, 0.57, 0.48). "set" and "add" keep the strength of the earlier raw sweep.
 DEFAULT_FORCE_MODE = "diffmean"
-DEFAULT_STRENGTH = {"set": 4.0, "add": 4.0, "diffmean": 2.0}
+DEFAULT_STRENGTH = {"set": 4.0, "add": 4.0, "diffmean": 2.0, "std": 1.0}
 
 
 @dataclass
@@ -54,7 +54,10 @@ def force_language_interventions(
     """Deactivate the other languages' neurons (or only those of `suppress`; [] for none) and push the target's up.
 
     Neurons shared with the target are left on. `mode`: "set" (to strength × the target's mean),
-    "add" (strength × the target's mean) or "diffmean" (strength × (target − others) means).
+    "add" (strength × the target's mean), "diffmean" (strength × (target − others) means) or "std"
+    (strength standard deviations of each neuron on the target, towards the target; stats with
+    sq_sums). `phase`: "all" positions, or "output": only those that predict a generated token (the
+    prompt's last position and every generated one; the rest of the prompt is read unsteered).
     """
     if mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
@@ -69,7 +72,7 @@ def force_language_interventions(
         specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase))
     else:
         specs.append(Intervention("add", languages=[target], target=target, alpha=strength,
-                                  mode="additive" if mode == "add" else "diffmean", phase=phase))
+                                  mode={"add": "additive"}.get(mode, mode), phase=phase))
     return specs
 
 
@@ -146,6 +149,7 @@ def generate(
     mode: str | None = None,
     strength: float | None = None,
     suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
+    phase: str = "all",
     max_new_tokens: int = 32,
     min_new_tokens: int = 0,
     do_sample: bool = False,
@@ -166,7 +170,8 @@ def generate(
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
     et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
     `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
-    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations (prompt excluded) and each
+    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). `phase` says where the forcing acts: "all"
+    positions, or "output" (those that predict a generated token; the prompt is read unsteered). Returns the continuations (prompt excluded) and each
     one's detected language ("und" when the language identifier cannot tell). `mode` (default
     `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`) apply to `force_language`
     only; giving them without it is an error.
@@ -185,7 +190,7 @@ def generate(
     if force_language is not None:
         for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):
             specs = list(interventions) + force_language_interventions(
-                neurons, force_language, mode=mode, strength=strength, suppress=suppressed)
+                neurons, force_language, mode=mode, strength=strength, suppress=suppressed, phase=phase)
             groups.append((rows, Steering(model, specs, neurons, stats)))  # every group validated before any forward
     else:
         groups.append((list(range(len(prompts))), Steering(model, interventions, neurons, stats) if interventions else None))
@@ -209,6 +214,7 @@ def generate(
         "mode": mode if force_language else None,
         "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
         "suppress": (suppress if isinstance(suppress, str) else list(suppress)) if force_language else None,
+        "phase": phase if force_language else None,
         "interventions": _specs(groups[0][1]) if len(groups) == 1 else
         [{"prompts": rows, "interventions": _specs(steering)} for rows, steering in groups],
     }

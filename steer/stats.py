@@ -142,6 +142,15 @@ class ActivationStats:
             raise ValueError("these stats have no sums; collect them with steer.collect to steer with means")
         return (self.sums / self.tokens.clamp(min=1).to(torch.float64)[:, None, None]).to(torch.float32)
 
+    def stds(self) -> Float[Tensor, "lang layer neuron"]:
+        """Standard deviation of the down_proj input per language (what the `std` push scales by)."""
+        if self.sums is None or self.sq_sums is None:
+            raise ValueError("these stats have no sq_sums; collect them with steer.collect(..., sq_sums=True) "
+                             "(steer collect --sq-sums) to steer in standard deviations")
+        n = self.tokens.clamp(min=1).to(torch.float64)[:, None, None]
+        mean = self.sums / n
+        return (self.sq_sums / n - mean.square()).clamp(min=0).sqrt().to(torch.float32)
+
     # ---------------------------------------------------------------- merging
     def merge(self, other: "ActivationStats") -> "ActivationStats":
         """Stats of the union of the two (disjoint) datasets; languages are matched by name."""

@@ -11,10 +11,13 @@ Ops use TransformerLens' declarative vocabulary (suppress, scale, add, set):
 - `set`: set to `value`, or by default to `alpha` × each neuron's mean on `target` (Tang et al.'s
   steering with alpha = 1);
 - `add`: add `alpha` × the target's mean ("additive") or `alpha` × (target mean − mean of the other
-  languages' means) ("diffmean"): the two variants of Gurgurov et al. 2025.
+  languages' means) ("diffmean"): the two variants of Gurgurov et al. 2025; or ("std") `alpha`
+  standard deviations of each neuron on the target, in the direction of diffmean, so that one
+  alpha means the same push for every neuron (needs stats collected with sq_sums).
 
 Per hooked layer and forward there is one index op (index_fill_/index_copy_/index_add_); layers
-without selected neurons get no hook. The phase (`all`, `prompt`, `generated`) is resolved from
+without selected neurons get no hook. The phase (`all`, `prompt`, `generated`, or `output`: the
+positions whose next token is generated, i.e. the prompt's last one and every generated one) is resolved from
 absolute token positions, so results are the same with and without the KV cache.
 """
 
@@ -35,8 +38,8 @@ from steer.neurons import CLASSES, NeuronSet
 
 OPS = ("suppress", "scale", "set", "add")
 OP_ALIASES = {"deactivate": "suppress", "zero": "suppress", "ablate": "suppress", "amplify": "scale"}
-PHASES = ("all", "prompt", "generated")
-ADD_MODES = ("additive", "diffmean")
+PHASES = ("all", "prompt", "generated", "output")
+ADD_MODES = ("additive", "diffmean", "std")
 
 
 @dataclass
@@ -79,7 +82,7 @@ class Intervention:
             if self.target is None:
                 raise ValueError("add needs a target language whose mean to add")
             if self.mode not in ADD_MODES:
-                raise ValueError(f"unknown add mode '{self.mode}'; use additive or diffmean")
+                raise ValueError(f"unknown add mode '{self.mode}'; use one of {', '.join(ADD_MODES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +134,11 @@ class _Phase:
         """
         if phase == "all":
             return 0, seq
-        boundary = seq if self.prompt_width is None else max(0, min(seq, self.prompt_width - self.start))
+        if self.prompt_width is None:
+            return (0, seq) if phase == "prompt" else (seq, seq)
+        # "output": the positions whose next token is generated (the prompt's last one, and every generated one)
+        edge = self.prompt_width - (1 if phase == "output" else 0)
+        boundary = max(0, min(seq, edge - self.start))
         return (0, boundary) if phase == "prompt" else (boundary, seq)
 
 
@@ -228,7 +235,7 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
     if neurons is None:
         raise ValueError("interventions need a NeuronSet (steer.identify or NeuronSet.load)")
     neurons.check_model(model)
-    means = None
+    means = stds = None
     layer_ops: dict[int, list[_LayerOp]] = {}
     for spec in interventions:
         chosen = neurons.select(_as_list(spec.languages), spec.classes, spec.layers)
@@ -245,6 +252,8 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
             stats.check_model(model)
             means = stats.means() if means is None else means
             target_row = means[stats.index(spec.target)]
+            if spec.op == "add" and spec.mode == "std" and stds is None:
+                stds = stats.stds()
         for layer, index in per_layer.items():
             device = layer_device(model, layer)  # index and values live beside the layer's activations
             values: Tensor | float
@@ -256,9 +265,11 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
                 values = spec.value if spec.value is not None else (spec.alpha * target_row[layer, index]).to(device)
             else:
                 direction = target_row[layer, index]
-                if spec.mode == "diffmean":
+                if spec.mode != "additive":
                     others = [k for k, lang in enumerate(stats.languages) if lang != spec.target]
                     direction = direction - means[others][:, layer, index].mean(0)
+                if spec.mode == "std":
+                    direction = direction.sign() * stds[stats.index(spec.target), layer, index]
                 values = (spec.alpha * direction).to(device)
             layer_ops.setdefault(layer, []).append(_LayerOp(spec.op, index.to(device), values, spec.phase))
     return layer_ops

@@ -723,9 +723,9 @@ CASES: list[Case] = [
     cli("cli-ablate-out-is-a-file", lambda e: ABLATE(e, "--out", e.a_file()), r"is a file; --out must be a folder"),
     cli("cli-ablate-missing-neurons", lambda e: ABLATE(e, "--neurons", e.tmp / "none.json"), r"no neuron set at .*none\.json.*no such file"),
     cli("cli-ablate-language-with-no-neuron", lambda e: ABLATE(e, language="de"), ZERO_NEURONS, loads=True),
-    cli("cli-ablate-unknown-language", lambda e: ABLATE(e, language="xx"), r"unknown language 'xx'", loads=True),
-    cli("cli-ablate-unknown-class", lambda e: ABLATE(e, "--classes", "special"), r"unknown class 'special'", loads=True),
-    cli("cli-ablate-empty-classes", lambda e: ABLATE(e, "--classes", ","), r"classes is empty", loads=True),
+    cli("cli-ablate-unknown-language", lambda e: ABLATE(e, language="xx"), r"unknown language 'xx'"),
+    cli("cli-ablate-unknown-class", lambda e: ABLATE(e, "--classes", "special"), r"unknown class 'special'"),
+    cli("cli-ablate-empty-classes", lambda e: ABLATE(e, "--classes", ","), r"classes is empty"),
     cli("cli-ablate-neurons-for-another-model", lambda e: ABLATE(e, neurons="llama_neurons.json"), r"3 layers × 128 neurons, but 'gemma3-seed0' has 4", loads=True),
     # ---- generate
     cli("cli-generate-mode-without-force", lambda e: GENERATE(e, "--mode", "add"), r"mode .*only with force_language"),
@@ -736,7 +736,9 @@ CASES: list[Case] = [
     cli("cli-generate-max-new-tokens-zero", lambda e: GENERATE(e, "--max-new-tokens", "0"), r"--max-new-tokens: must be a positive integer", usage=True),
     cli("cli-generate-empty-prompt", lambda e: _s("generate", "", "--model", e.tiny_dir), r"non-empty strings"),
     cli("cli-generate-out-is-a-file", lambda e: GENERATE(e, "--out", e.a_file()), r"is a file; --out must be a folder"),
-    cli("cli-generate-force-unknown-language", lambda e: FORCE(e, "--force-language", "fr"), r"unknown language 'fr'", loads=True),
+    cli("cli-generate-force-unknown-language", lambda e: FORCE(e, "--force-language", "fr"), r"unknown language 'fr'"),
+    cli("cli-generate-unknown-suppressed-language", lambda e: FORCE(e, "--suppress", "en,xx"), r"unknown language 'xx'"),
+    cli("cli-generate-unknown-phase", lambda e: FORCE(e, "--phase", "middle"), r"--phase: invalid choice", usage=True),
     cli("cli-generate-stats-for-another-model", lambda e: FORCE(e, "--stats", e.s / "llama_stats"), r"use files made for this model", loads=True),
     # ---- bench
     cli("cli-bench-out-is-a-file", lambda e: BENCH(e, "--out", e.a_file()), r"is a file; --out must be a folder"),

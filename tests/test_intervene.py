@@ -126,6 +126,7 @@ SPECS = [
     Intervention("scale", factor=4.0),
     Intervention("set", languages=["ja"], target="ja", alpha=3.0, phase="generated"),
     Intervention("add", languages=["en"], target="de", alpha=5.0, phase="prompt"),
+    Intervention("add", languages=["de"], target="de", alpha=3.0, mode="diffmean", phase="output"),
 ]
 
 
@@ -152,6 +153,45 @@ def test_generated_phase_leaves_the_prompt_alone(tiny, tiny_stats, handmade):
                                                    neurons=handmade))
     assert torch.equal(later, base)
     assert (now[:, [7, 20]] == 0).all()
+
+
+def test_phase_bounds_per_forward():
+    """A 5-token prompt: "output" covers its last position and every generated one, "generated" only the latter."""
+    from steer.steering import _Phase
+
+    phase = _Phase()
+    phase.prompt_width = 5
+    assert [phase.bounds(p, 5) for p in ("prompt", "generated", "output", "all")] == [(0, 5), (5, 5), (4, 5), (0, 5)]
+    phase.start = 5  # a cached decoding step: one new token
+    assert [phase.bounds(p, 1) for p in ("prompt", "generated", "output")] == [(0, 0), (0, 1), (0, 1)]
+    phase.start, phase.prompt_width = 0, None  # outside generate every position is prompt
+    assert [phase.bounds(p, 5) for p in ("prompt", "generated", "output")] == [(0, 5), (5, 5), (5, 5)]
+
+
+def test_output_phase_steers_the_first_new_token_and_generated_does_not(tiny, tiny_stats, handmade):
+    push = dict(languages=["de", "ja"], target="ja", alpha=8.0, mode="diffmean")
+    kwargs = dict(neurons=handmade, stats=tiny_stats, max_new_tokens=3, return_logits=True, detect=False)
+    plain = steer.generate(tiny, PROMPTS, max_new_tokens=3, return_logits=True, detect=False)
+    later = steer.generate(tiny, PROMPTS, interventions=[Intervention("add", phase="generated", **push)], **kwargs)
+    output = steer.generate(tiny, PROMPTS, interventions=[Intervention("add", phase="output", **push)], **kwargs)
+    for p, g, o in zip(plain.logits, later.logits, output.logits):
+        torch.testing.assert_close(g[0], p[0])  # the first new token is predicted at the prompt's last position
+        assert not torch.allclose(o[0], p[0], atol=1e-4)
+
+
+def test_std_push_is_alpha_standard_deviations_towards_the_target(tiny, tiny_corpus, handmade):
+    stats = steer.collect(tiny, tiny_corpus, batch_size=2, sq_sums=True, progress=False)
+    base = _capture(tiny)
+    spec = Intervention("add", languages=["de"], target="ja", alpha=2.0, mode="std")
+    steered = _capture(tiny, steering=steer.intervene(tiny, spec, neurons=handmade, stats=stats))
+    ja, de, cols = stats.index("ja"), stats.index("de"), torch.tensor([7, 20])
+    means, stds = stats.means()[:, 1, cols], stats.stds()[ja, 1, cols]
+    direction = (means[ja] - means[[k for k in range(3) if k != ja]].mean(0)).sign()
+    assert (stds > 0).all()
+    torch.testing.assert_close(steered[:, cols], base[:, cols] + 2.0 * direction * stds, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sq_sums"):  # stats without squares: refused before any forward
+        steer.intervene(tiny, spec, neurons=handmade, stats=steer.collect(tiny, tiny_corpus, batch_size=2,
+                                                                          progress=False))
 
 
 def test_interventions_compose_in_order(tiny, tiny_stats, handmade):

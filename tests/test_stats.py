@@ -275,3 +275,15 @@ def test_gemma_batched_counts_equal_single(gemma):
     single = steer.collect(gemma, corpus, batch_size=1, progress=False)
     assert torch.equal(batched.tokens, single.tokens)
     assert torch.equal(batched.active, single.active)
+
+
+def test_stds_are_the_population_standard_deviation_per_language():
+    x = torch.randn(2, 50, 3, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0])[:, None, None, None]
+    stats = ActivationStats.zeros(["en", "de"], 3, 4, sq_sums=True)
+    stats.tokens[:] = 50
+    stats.sums[:] = x.sum(1)
+    stats.sq_sums[:] = x.square().sum(1)
+    torch.testing.assert_close(stats.stds(), x.std(1, unbiased=False).float(), atol=1e-5, rtol=1e-5)
+    stats.sq_sums = None
+    with pytest.raises(ValueError, match="sq_sums=True"):
+        stats.stds()

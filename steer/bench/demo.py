@@ -116,7 +116,9 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         "forced_language_success": forced["fluent_success_rate"],
         "forced_language_success_raw": forced["success_rate"],
         "forced_language_unsteered_rate": forced["unsteered_fluent_rate"],
-        "forced_language_per_target": {t: {k: row[k] for k in ("raw", "fluent", "fluency_nll", "own_language_nll")}
+        "forced_language_own_text_rate": forced["own_text_fluent_rate"],
+        "forced_language_per_target": {t: {k: row[k] for k in ("raw", "fluent", "own_text_fluent", "fluency_nll",
+                                                               "own_language_nll")}
                                        for t, row in forced["per_target"].items()},
         "forced_language_mode": forced["mode"],
         "forced_language_strength": forced["strength"],
@@ -164,7 +166,8 @@ def summary_section(summary: dict) -> str:
         f"suppress {summary['forced_language_suppress']}) gives fluent text in the target for "
         f"{summary['forced_language_success']:.0%} of (source, target) continuations of the evaluation half "
         f"({summary['forced_language_success_raw']:.0%} detected as the target, fluent or not; unsteered "
-        f"{summary['forced_language_unsteered_rate']:.0%}).",
+        f"{summary['forced_language_unsteered_rate']:.0%}; the model's own text in the target passes the same test "
+        f"{summary['forced_language_own_text_rate']:.0%} of the time).",
         "- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
         "",
     ]

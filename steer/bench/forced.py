@@ -16,13 +16,13 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from steer.bench._common import Partial, check_at_least, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
 from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
-from steer.bench.fluency import Score, bars, score_continuations
+from steer.bench.fluency import Bar, Score, bars, score_continuations
 from steer.generation import (
     DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding, generate,
 )
@@ -116,6 +116,44 @@ def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def continue_prompts(model, neurons, stats, prompts: dict[str, list[str]], target: str | None, forcing: dict | None,
+                     decoding: dict, *, batch_size: int = 32) -> dict:
+    """Continue every source language's prompts but the target's, forced to `target` (`forcing`: `generate`'s
+    mode/strength/suppress/phase) or unsteered (`forcing` None); each continuation scored (`score_continuations`)."""
+    sources = [s for s, chosen in prompts.items() if s != target for _ in chosen]
+    chosen = [p for s, texts in prompts.items() if s != target for p in texts]
+    languages = list(prompts)
+    forced = dict(force_language=target, **forcing) if forcing else {}
+    g = generate(model, chosen, neurons=neurons, stats=stats, candidates=languages,
+                 batch_size=min(batch_size, len(chosen)), **forced, **decoding)
+    scores = score_continuations(model, g.texts, batch_size=batch_size)
+    return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
+            "scores": [asdict(score) for score in scores]}
+
+
+def own_language_bars(baseline: dict, languages: Sequence[str]) -> dict[str, Bar]:
+    """Each language's fluency bar from an unsteered `continue_prompts` unit: its continuations detected as their
+    prompt's language."""
+    own: dict[str, list[Score]] = {lang: [] for lang in languages}
+    for source, detected, score in zip(baseline["sources"], baseline["detected"], baseline["scores"]):
+        if detected == source:
+            own[source].append(Score(**score))
+    return bars(own, [Score(**score) for score in baseline["scores"]])
+
+
+def judge(unit: dict, target: str, bar: Bar, rows: Iterable[int]) -> tuple[list[bool], list[bool], list[float]]:
+    """Per row of a `continue_prompts` unit: (detected as target, and also fluent), and the NLL of the fluent ones."""
+    raw, fluent, nll = [], [], []
+    for r in rows:
+        hit = unit["detected"][r] == target
+        passes = hit and bar.passes(Score(**unit["scores"][r]))
+        raw.append(hit)
+        fluent.append(passes)
+        if passes:
+            nll.append(unit["scores"][r]["nll"])
+    return raw, fluent, nll
+
+
 def forced_language(
     model,
     neurons,
@@ -181,27 +219,19 @@ def forced_language(
     })
     partial = Partial(checkpoint, key)
 
-    def run_unit(half: str, k: int, target: str | None, setting: tuple | None) -> dict:
-        """Continue the first k prompts of `half` of every language (but the target), forced or not."""
-        sources = [s for s in languages if s != target for _ in prompts[half][s][:k]]
-        chosen = [p for s in languages if s != target for p in prompts[half][s][:k]]
-        forcing = dict(force_language=target, mode=setting[0], strength=setting[1], suppress=setting[2]) if setting else {}
-        g = generate(model, chosen, neurons=neurons, stats=stats, candidates=languages,
-                     batch_size=min(batch_size, len(chosen)), **forcing, **decoding)
-        scores = score_continuations(model, g.texts, batch_size=batch_size)
-        return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
-                "scores": [asdict(score) for score in scores]}
+    def run_unit(half: str, k: int, target: str | None, forcing: dict | None) -> dict:
+        return continue_prompts(model, neurons, stats, {s: prompts[half][s][:k] for s in languages}, target, forcing,
+                                decoding, batch_size=batch_size)
 
-    setting = (mode, strength, suppress)
+    setting = dict(mode=mode, strength=strength, suppress=suppress)
     units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
              ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
     main = f"{mode}/{strength}/{suppress}"
     units += [(f"main/{main}/{t}", lambda t=t: run_unit("eval", n_prompts, t, setting)) for t in languages]
     sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
     for m, s, sup in sweep_settings:
-        units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit("tune", sweep_n_prompts, t,
-                                                                                       (m, s, sup)))
-                  for t in sweep_targets]
+        units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit(
+            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup))) for t in sweep_targets]
     bar = progress_bar(progress, len(units), "forced language", unit="call")
     done: dict[str, dict] = {}
     try:
@@ -213,23 +243,10 @@ def forced_language(
         bar.close()
 
     # ---- the bars: the unsteered model's own text in each language
-    baseline = done["baseline"]
-    own: dict[str, list[Score]] = {lang: [] for lang in languages}
-    for source, detected, score in zip(baseline["sources"], baseline["detected"], baseline["scores"]):
-        if detected == source:
-            own[source].append(Score(**score))
-    bar_of = bars(own, [Score(**score) for score in baseline["scores"]])
+    bar_of = own_language_bars(done["baseline"], languages)
 
     def judged(unit: dict, target: str, rows) -> tuple[list[bool], list[bool], list[float]]:
-        raw, fluent, nll = [], [], []
-        for r in rows:
-            hit = unit["detected"][r] == target
-            passes = hit and bar_of[target].passes(Score(**unit["scores"][r]))
-            raw.append(hit)
-            fluent.append(passes)
-            if passes:
-                nll.append(unit["scores"][r]["nll"])
-        return raw, fluent, nll
+        return judge(unit, target, bar_of[target], rows)
 
     # ---- the evaluation-half matrix at the chosen setting
     n = len(languages)
@@ -237,7 +254,7 @@ def forced_language(
     fluent_success = [[None] * n for _ in languages]
     unsteered_rate = [[None] * n for _ in languages]
     per_target, examples = {}, []
-    all_raw, all_fluent, plain_all = [], [], []
+    all_raw, all_fluent, plain_all, own_all = [], [], [], []
     unsteered = done["unsteered"]
     for j, target in enumerate(languages):
         unit = done[f"main/{main}/{target}"]
@@ -256,13 +273,17 @@ def forced_language(
                 examples.append({"source": source, "target": target, "prompt": unit["prompts"][r],
                                  "continuation": unit["texts"][r], "detected": unit["detected"][r],
                                  "success": raw[rows.index(r)], "fluent": fluent[rows.index(r)]})
-        own_nll = [s.nll for s in own[target]]
+        base = done["baseline"]
+        own_nll = [score["nll"] for source, detected, score in zip(base["sources"], base["detected"], base["scores"])
+                   if source == detected == target and score["nll"] is not None]
+        # the ceiling: the model's own continuations of evaluation prompts written in the target, judged the same way
+        own_text = judged(unsteered, target, [r for r, s in enumerate(unsteered["sources"]) if s == target])[1]
         per_target[target] = {
             "raw": _rate(t_raw), "fluent": _rate(t_fluent), "n": len(t_raw),
             "fluency_nll": mean_or_none(t_nll), "own_language_nll": mean_or_none(own_nll),
-            "bar": bar_of[target].to_dict(),
+            "own_text_fluent": _rate(own_text), "bar": bar_of[target].to_dict(),
         }
-        all_raw, all_fluent = all_raw + t_raw, all_fluent + t_fluent
+        all_raw, all_fluent, own_all = all_raw + t_raw, all_fluent + t_fluent, own_all + own_text
     in_source = [d == s for d, s in zip(unsteered["detected"], unsteered["sources"])]
 
     # ---- the sweep (tuning half): raw and fluent success per setting
@@ -302,6 +323,7 @@ def forced_language(
         "success_rate": _rate(all_raw),
         "fluent_success_rate": _rate(all_fluent),
         "unsteered_fluent_rate": _rate(plain_all),
+        "own_text_fluent_rate": _rate(own_all),
         "per_target": per_target,
         "bars": {lang: b.to_dict() for lang, b in bar_of.items()},
         "unsteered": {

@@ -93,13 +93,15 @@ def forced_section(result: dict, figure: str) -> str:
         f"repeated run; bars from unsteered text in that language). Fluent success {_pct(result['fluent_success_rate'])}, "
         f"raw {_pct(result['success_rate'])}; without steering {_pct(result['unsteered_fluent_rate'])} of "
         f"continuations are fluent text in the other language, and {_pct(unsteered['in_source_language'])} stay in "
-        f"their prompt language."
+        f"their prompt language. The ceiling: {_pct(result.get('own_text_fluent_rate'))} of the model's own "
+        f"continuations of evaluation prompts written in the target pass the same test."
     )
-    lines += ["", "| target | raw | fluent | NLL of fluent successes | NLL of own text | bar: NLL ≤, distinct ≥, run ≤ |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| target | raw | fluent | own text fluent (ceiling) | NLL of fluent successes | NLL of own text | "
+              "bar: NLL ≤, distinct ≥, run ≤ |", "|---|---|---|---|---|---|---|"]
     for target, row in result["per_target"].items():
         bar = row["bar"]
-        lines.append(f"| {target} | {_pct(row['raw'])} | {_pct(row['fluent'])} | {_f(row['fluency_nll'], '{:.2f}')} | "
+        lines.append(f"| {target} | {_pct(row['raw'])} | {_pct(row['fluent'])} | {_pct(row.get('own_text_fluent'))} | "
+                     f"{_f(row['fluency_nll'], '{:.2f}')} | "
                      f"{_f(row['own_language_nll'], '{:.2f}')} | {bar['nll_max']:.2f}, {bar['distinct_min']:.2f}, "
                      f"{bar['max_run_max']}{' (pooled)' if bar['pooled'] else ''} |")
     sweep = result.get("sweep")
