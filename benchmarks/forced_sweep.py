@@ -17,7 +17,7 @@
    model's own text in the target judged the same way).
 Every continuation uses the same decoding (greedy, --repetition-penalty, --no-repeat-ngram-size).
 --shard i/n runs every n-th setting only (run n of them side by side, one thread each; a run without
---shard then reuses all their units). Units are saved in OUT/units-*.json as they finish; tables go to
+--shard then reuses all their units). Units are saved in OUT/units-KEY-*.json as they finish; tables go to
 stdout and OUT/sweep.json, OUT/eval.json.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 from pathlib import Path
 
@@ -68,6 +67,7 @@ def main() -> None:
     import torch
 
     import steer
+    from steer._io import write_json_atomic
     from steer.bench._common import Partial, read_keyed, stable_hash, texts_fingerprint
     from steer.bench.forced import continue_prompts, halves, judge, make_prompts, own_language_bars
 
@@ -92,12 +92,16 @@ def main() -> None:
                "eval": make_prompts(evaluate, languages, args.eval_prompts, 8)}
     decoding = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                     repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    # What a unit depends on beyond its name (half, prompt count, setting, target). The files are named by this
+    # key, so a run with other inputs never overwrites another's units.
     key = stable_hash({"stats": stats.meta.get("plan"), "decoding": decoding, "languages": languages,
-                       "prompts": texts_fingerprint(prompts["tune"]), "eval": texts_fingerprint(prompts["eval"])})
+                       "halves": texts_fingerprint({"tune": [tune[lang] for lang in languages],
+                                                    "eval": [evaluate[lang] for lang in languages]}),
+                       "n_baseline": args.n_baseline})
     known: dict = {}
-    for path in sorted(args.out.glob("units-*.json")):  # every shard's finished units
+    for path in sorted(args.out.glob(f"units-{key}-*.json")):  # every shard's finished units
         known.update((read_keyed(path, key) or {}).get("done", {}))
-    partial = Partial(args.out / f"units-{shard}of{shards}.json", key)
+    partial = Partial(args.out / f"units-{key}-{shard}of{shards}.json", key)
 
     first = next(iter(neurons))
 
@@ -127,7 +131,7 @@ def main() -> None:
         forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase")}
         raw, fluent, per_target, pairs = [], [], {}, {}
         for target in languages:
-            done = unit(f"{half}/{name_of(setting)}/{target}", half, k, target, forcing, setting["neurons"])
+            done = unit(f"{half}{k}/{name_of(setting)}/{target}", half, k, target, forcing, setting["neurons"])
             r, f, nll = judge(done, target, bars[target], range(len(done["sources"])))
             raw, fluent = raw + r, fluent + f
             per_target[target] = {"raw": sum(r) / len(r), "fluent": sum(f) / len(f),
@@ -145,8 +149,7 @@ def main() -> None:
         return
 
     rows = sorted((score(s, "tune", args.sweep_prompts) for s in grid), key=lambda r: (-r["fluent"], -r["raw"]))
-    (args.out / "sweep.json").write_text(json.dumps({"languages": languages, "decoding": decoding, "settings": rows},
-                                                    indent=1, ensure_ascii=False))
+    write_json_atomic(args.out / "sweep.json", {"languages": languages, "decoding": decoding, "settings": rows})
     print(f"\nsweep, tuning half ({args.sweep_prompts} prompt per source, {len(languages) * (len(languages) - 1)} "
           f"pairs), fluent success per target:")
     print("| neurons | n | mode | strength | suppress | phase | raw | fluent | " + " | ".join(languages) + " |")
@@ -156,7 +159,7 @@ def main() -> None:
         print(f"| {row['neurons']} | {row['n_neurons']} | {row['mode']} | {row['strength']:g} | {row['suppress']} | "
               f"{row['phase']} | {row['raw']:.2f} | {row['fluent']:.2f} | {per} |")
 
-    plain = unit("eval/unsteered", "eval", args.eval_prompts, None, None)
+    plain = unit(f"eval{args.eval_prompts}/unsteered", "eval", args.eval_prompts, None, None)
     own = {t: judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s == t])[1] for t in languages}
     evaluated = []
     for best in rows[: args.eval_top]:
@@ -176,7 +179,7 @@ def main() -> None:
         for target, row in result["per_target"].items():
             nll = "–" if row["fluency_nll"] is None else f"{row['fluency_nll']:.2f}"
             print(f"| {target} | {row['raw']:.2f} | {row['fluent']:.2f} | {row['own_text_fluent']:.2f} | {nll} |")
-    (args.out / "eval.json").write_text(json.dumps(evaluated, indent=1, ensure_ascii=False))
+    write_json_atomic(args.out / "eval.json", {"settings": evaluated})
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def cmd_generate(args) -> None:
     suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
     if args.force_language is not None:  # languages the files lack: before the model loads
         for lang in [args.force_language] + ([] if isinstance(suppress, str) else suppress):
-            neurons.index(lang)
+            (neurons or stats).index(lang)
         stats.index(args.force_language)
     model = _load(args)
     if neurons is not None:
@@ -167,7 +167,8 @@ def cmd_generate(args) -> None:
                              repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                              **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
-    plain = steer.generate(model, args.prompts, candidates=neurons.languages if neurons else None, **same_decoding,
+    languages = neurons.languages if neurons else stats.languages if stats else None
+    plain = steer.generate(model, args.prompts, candidates=languages, **same_decoding,
                            **common)
     for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,
                                                    plain.languages):
@@ -293,15 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="steered and unsteered continuations side by side")
     generate.add_argument("prompts", nargs="+")
     _model_options(generate)
-    generate.add_argument("--neurons")
+    generate.add_argument("--neurons", help="with --force-language: default, the specificity baseline from --stats "
+                          "(steer.generation.FORCING_NEURONS)")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
     generate.add_argument("--mode", help="with --force-language: set, add, diffmean or std (default: "
                           "steer.generation.DEFAULT_FORCE_MODE)")
     generate.add_argument("--strength", type=float, help="with --force-language (default: "
                           "steer.generation.DEFAULT_STRENGTH of the mode)")
-    generate.add_argument("--suppress", default="source", help="with --force-language, whose neurons to switch off: "
-                          "source (the prompt's language), others, none, or a comma list of languages")
+    generate.add_argument("--suppress", default="none", help="with --force-language, whose neurons to switch off: "
+                          "none (default), source (the prompt's language), others, or a comma list of languages")
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "

@@ -24,12 +24,20 @@ from steer.tokens import left_pad
 from steer.neurons import NeuronSet
 
 FORCE_MODES = ("set", "add", "diffmean", "std")
-# Chosen on the tuning half of the embedded corpus (benchmarks/forced_sweep.py; README, "Forced
-# language"): zhang2025 neurons, 90 source→target pairs, 16 new tokens under DEFAULT_DECODING; fluent
-# success was diffmean 2 / source 0.13, diffmean 2 / others 0.11, diffmean 4 / source 0.10, diffmean
-# 4 / others 0.06 (raw 0.51, 0.44, 0.57, 0.48). "set" and "add" keep the strength of the earlier raw sweep.
+# The forcing defaults, chosen on the tuning half of the embedded corpus (benchmarks/forced_sweep.py;
+# README, "Forced language"): 90 source→target pairs, 16 new tokens under DEFAULT_DECODING. Fluent
+# success over 3 prompts per source (270 continuations): specificity-1000 diffmean 2 with no
+# suppression 0.23 (raw 0.53); the same suppressing the source 0.18, at strength 1.5 0.20, at 2.5
+# 0.19; specificity-500 diffmean 2 0.20; specificity-2000 diffmean 1 suppressing the source 0.21.
+# Over 1 prompt per source, zhang2025's own neurons gave 0.06-0.18 at every setting tried (LAPE 0.19).
 DEFAULT_FORCE_MODE = "diffmean"
-DEFAULT_STRENGTH = {"set": 4.0, "add": 4.0, "diffmean": 2.0, "std": 1.0}
+# The neurons forcing uses when it is given stats but no neurons: the specificity baseline (each
+# language's neurons most often active on it rather than on any other language), 1000 per language.
+# zhang2025's sets are far smaller on the embedded model (12-63 neurons per language).
+FORCING_NEURONS = {"method": "specificity", "n_per_language": 1000}
+# diffmean: tuned as above; set: the better of 1 and 1.5 on FORCING_NEURONS (1 prompt per source:
+# fluent 0.07, 0.16); add and std: the strengths of the first sweeps (README), not retuned for them.
+DEFAULT_STRENGTH = {"set": 1.5, "add": 4.0, "diffmean": 2.0, "std": 1.0}
 
 
 @dataclass
@@ -45,6 +53,13 @@ class Generation:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+def forcing_neurons(stats) -> NeuronSet:
+    """The neuron set `generate(force_language=...)` uses when given stats but no neurons (`FORCING_NEURONS`)."""
+    from steer.identification import identify
+
+    return identify(stats, **FORCING_NEURONS)
 
 
 def force_language_interventions(
@@ -77,7 +92,7 @@ def force_language_interventions(
 
 
 SUPPRESS = ("others", "source", "none")
-DEFAULT_SUPPRESS = "source"
+DEFAULT_SUPPRESS = "none"
 # The decoding the forcing defaults were tuned with (and that steer.generate uses when forcing a
 # language unless told otherwise): greedy with a light repetition penalty and no repeated 3-grams,
 # so that a steered continuation is not judged against loops (benchmarks/forced_sweep.py).
@@ -128,8 +143,9 @@ def check_generate_args(
                              f"force_language (--force-language); give a target language or leave "
                              f"{'them' if len(given) > 1 else 'it'} out")
         return prompts
-    if neurons is None or stats is None:
-        raise ValueError("force_language needs neurons (steer.identify) and stats (steer.collect)")
+    if stats is None:
+        raise ValueError("force_language needs stats (steer.collect; --stats) and, optionally, neurons "
+                         "(default: steer.generation.forcing_neurons(stats))")
     if mode is not None and mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
     if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
@@ -166,7 +182,7 @@ def generate(
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
-    With `force_language`, `suppress` picks whose neurons are switched off: "others" (every other
+    With `force_language`, `neurons` default to `forcing_neurons(stats)`; `suppress` picks whose neurons are switched off: "others" (every other
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
     et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
     `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
@@ -179,6 +195,8 @@ def generate(
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
+    if force_language is not None and neurons is None:
+        neurons = forcing_neurons(stats)
     if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
         controls = forcing_decoding(repetition_penalty, no_repeat_ngram_size)
         repetition_penalty, no_repeat_ngram_size = controls["repetition_penalty"], controls["no_repeat_ngram_size"]

@@ -304,12 +304,17 @@ def test_demo_quick_and_knobs_set_every_size():
     assert (forced.n_prompts, forced.max_new_tokens, forced.sweep_targets) == (1, 4, None)
     assert (forced.sweep_modes, forced.sweep_strengths) == (["add"], [2.0])
     assert specs["transfer"].n_texts == 2
-    assert all(n.params == {"top_rate": 0.05} for n in quick.neurons.values())
+    sized = {name: n.params for name, n in quick.neurons.items() if "n_per_language" in n.params}
+    from steer.generation import FORCING_NEURONS
+
+    forcing = quick.neurons["forcing"]  # the demo forces with the library's default neurons, at their size
+    assert sized == {"forcing": forcing.params} and {"method": forcing.method, **forcing.params} == FORCING_NEURONS
+    assert all(n.params == {"top_rate": 0.05} for name, n in quick.neurons.items() if name not in sized)
     full = demo_config(n_eval=3, top_rate=0.02, sweep_targets=["de"], max_new_tokens=None, languages=["en", "de"])
     specs = {entry.name: entry.spec for entry in full.benchmarks}
     assert full.corpus.n_eval == 3 and full.corpus.languages == ["en", "de"] and full.base_dir == Path.cwd()
     assert specs["forced"].sweep_targets == ["de"] and specs["forced"].max_new_tokens == 16  # None: the TOML's
-    assert all(n.params == {"top_rate": 0.02} for n in full.neurons.values())
+    assert all(n.params == {"top_rate": 0.02} for name, n in full.neurons.items() if name != "forcing")
     with pytest.raises(ValueError, match="unknown demo knob 'speed'"):
         demo_config(speed=2)
 

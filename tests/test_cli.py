@@ -43,6 +43,15 @@ def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys):
     assert json.loads((tmp_path / "gen" / "generations.json").read_text())["steered"]["settings"]["force_language"] == "de"
     generations = json.loads((tmp_path / "gen" / "generations.json").read_text())
     assert generations["steer_version"] and generations["model"]["weights_hash"] and generations["model"]["n_layers"] == 4
+    # without --neurons: the default forcing neurons from the stats; both sides decode with the same repetition controls
+    assert main(["generate", "--model", str(tiny_dir), "--stats", str(stats), "--force-language", "de", "--phase",
+                 "output", "--no-repeat-ngram-size", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "gen2"),
+                 "Hello"]) == 0
+    generations = json.loads((tmp_path / "gen2" / "generations.json").read_text())
+    steered, plain = generations["steered"]["settings"], generations["unsteered"]["settings"]
+    assert steered["phase"] == "output" and steered["suppress"] == "none"
+    assert (steered["repetition_penalty"], steered["no_repeat_ngram_size"]) == (1.2, 2)
+    assert (plain["repetition_penalty"], plain["no_repeat_ngram_size"]) == (1.2, 2)
 
 
 def test_ablate_compare_and_bench_with_a_positional_config(tmp_path, text_dir, tiny_dir, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import steer
 from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, force_language_interventions
@@ -32,23 +33,32 @@ def test_force_language_plan(tiny_neurons):
         force_language_interventions(tiny_neurons, "de", mode="shout")
 
 
-def test_force_language_needs_neurons_and_stats(tiny, tiny_neurons):
-    with pytest.raises(ValueError, match="force_language needs neurons"):
+def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons, tiny_stats):
+    with pytest.raises(ValueError, match="force_language needs stats"):
         steer.generate(tiny, ["Hello"], force_language="de", neurons=tiny_neurons)
     with pytest.raises(ValueError, match="prompts must be"):
         steer.generate(tiny, [])
+    from steer.generation import forcing_neurons
+
+    kwargs = dict(force_language="de", stats=tiny_stats, max_new_tokens=4, return_logits=True, detect=False)
+    default = steer.generate(tiny, ["Hello", "猫は"], **kwargs)
+    explicit = steer.generate(tiny, ["Hello", "猫は"], neurons=forcing_neurons(tiny_stats), **kwargs)
+    assert default.texts == explicit.texts
+    assert forcing_neurons(tiny_stats).method == "specificity"
+    plain = steer.generate(tiny, ["Hello", "猫は"], max_new_tokens=4, return_logits=True, detect=False)
+    assert not torch.allclose(default.logits[0], plain.logits[0], atol=1e-4)  # the default neurons do steer
 
 
 @pytest.mark.integration
 def test_forced_language_gives_fluent_text_on_gemma(gemma):
     """At the defaults, on the evaluation half: fluent text in the target, far above the unsteered rate."""
     from steer.bench.forced import forced_language
-    from steer.generation import DEFAULT_DECODING
+    from steer.generation import DEFAULT_DECODING, forcing_neurons
 
     languages = ["en", "de", "fr", "es", "ru"]
     corpus = steer.load_corpus().subset(languages=languages, max_stats=48)
     stats = steer.collect(gemma, corpus, max_length=128, progress=False)
-    neurons = steer.identify(stats, method="zhang2025")
+    neurons = forcing_neurons(stats)  # what generate(force_language=...) uses without neurons
     result = forced_language(gemma, neurons, stats, {lang: list(corpus.eval[lang]) for lang in languages},
                              n_prompts=1, n_baseline=6, sweep_modes=(), max_new_tokens=12, progress=False,
                              **DEFAULT_DECODING)

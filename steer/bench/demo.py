@@ -42,7 +42,8 @@ def _max_length(config: BenchConfig, value: int) -> None:
 
 def _top_rate(config: BenchConfig, value: float) -> None:
     for spec in config.neurons.values():
-        spec.params["top_rate"] = value
+        if "n_per_language" not in spec.params:  # a set of a fixed size (the forcing one) keeps it
+            spec.params["top_rate"] = value
 
 
 # The demo's sizes, by name: where each one goes in demo.toml's config.
