@@ -86,6 +86,9 @@ def cmd_collect(args) -> None:
 
     out = check_writable_dir(args.out)  # before loading anything
     corpus = steer.load_corpus(args.corpus)  # before the model: a bad corpus is found in a moment
+    missing = [lang for lang in _languages(args.languages) or [] if lang not in corpus.languages]
+    if missing:
+        raise ValueError(f"--languages: the corpus has no language {missing}; it has {', '.join(corpus.languages)}")
     model = _load(args)
     stats = steer.collect(
         model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,

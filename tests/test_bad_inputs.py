@@ -696,6 +696,7 @@ CASES: list[Case] = [
     cli("cli-collect-max-length-zero", lambda e: COLLECT(e, "--max-length", "0"), r"--max-length: must be a positive integer", usage=True),
     cli("cli-collect-max-tokens-zero", lambda e: COLLECT(e, "--max-tokens-per-language", "0"), r"--max-tokens-per-language: must be a positive integer", usage=True),
     cli("cli-collect-batch-size-text", lambda e: COLLECT(e, "--batch-size", "many"), r"--batch-size: must be a positive integer, got 'many'", usage=True),
+    cli("cli-collect-unknown-language", lambda e: COLLECT(e, "--languages", "en,xx"), r"--languages: the corpus has no language \['xx'\]"),
     cli("cli-collect-missing-corpus", lambda e: COLLECT(e, "--corpus", e.tmp / "nowhere"), r"cannot load a corpus from"),
     cli("cli-collect-unknown-model", lambda e: COLLECT(e, "--model", "no-such-model"), r"unknown model 'no-such-model'"),
     cli("cli-collect-dtype-float8", lambda e: COLLECT(e, "--dtype", "float8"), r"unknown dtype 'float8'"),
