@@ -157,7 +157,7 @@ def cmd_generate(args) -> None:
     suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
     if args.force_language is not None:  # languages the files lack: before the model loads
         for lang in [args.force_language] + ([] if isinstance(suppress, str) else suppress):
-            (neurons or stats).index(lang)
+            (neurons if neurons is not None else stats).index(lang)
         stats.index(args.force_language)
     model = _load(args)
     if neurons is not None:
@@ -170,7 +170,7 @@ def cmd_generate(args) -> None:
                              repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                              **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
-    languages = neurons.languages if neurons else stats.languages if stats else None
+    languages = neurons.languages if neurons is not None else stats.languages if stats is not None else None
     plain = steer.generate(model, args.prompts, candidates=languages, **same_decoding,
                            **common)
     for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,

@@ -182,15 +182,16 @@ def generate(
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
-    With `force_language`, `neurons` default to `forcing_neurons(stats)`; `suppress` picks whose neurons are switched off: "others" (every other
-    language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov
-    et al.'s language arithmetic), "none", or a list of languages. `repetition_penalty` and
-    `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
-    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). `phase` says where the forcing acts: "all"
-    positions, or "output" (those that predict a generated token; the prompt is read unsteered). Returns the continuations (prompt excluded) and each
-    one's detected language ("und" when the language identifier cannot tell). `mode` (default
-    `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`) apply to `force_language`
-    only; giving them without it is an error.
+    With `force_language`, `neurons` default to `forcing_neurons(stats)`, and `suppress` picks whose
+    neurons are switched off: "none" (the default), "others" (every other language of `neurons`),
+    "source" (the language each prompt is written in, as detected: Gurgurov et al.'s language
+    arithmetic) or a list of languages. `phase` says where the forcing acts: "all" positions, or
+    "output" (those that predict a generated token; the rest of the prompt is read unsteered).
+    `repetition_penalty` and `no_repeat_ngram_size` are HF generate's; when forcing a language they
+    default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
+    (prompt excluded) and each one's detected language ("und" when the language identifier cannot
+    tell). `mode` (default `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`)
+    apply to `force_language` only; giving them without it is an error.
     """
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)

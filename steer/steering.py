@@ -17,8 +17,8 @@ Ops use TransformerLens' declarative vocabulary (suppress, scale, add, set):
 
 Per hooked layer and forward there is one index op (index_fill_/index_copy_/index_add_); layers
 without selected neurons get no hook. The phase (`all`, `prompt`, `generated`, or `output`: the
-positions whose next token is generated, i.e. the prompt's last one and every generated one) is resolved from
-absolute token positions, so results are the same with and without the KV cache.
+positions whose next token is generated, i.e. the prompt's last one and every generated one) is
+resolved from absolute token positions, so results are the same with and without the KV cache.
 """
 
 from __future__ import annotations
