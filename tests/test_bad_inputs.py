@@ -701,7 +701,6 @@ CASES: list[Case] = [
     cli("cli-collect-unknown-model", lambda e: COLLECT(e, "--model", "no-such-model"), r"unknown model 'no-such-model'"),
     cli("cli-collect-dtype-float8", lambda e: COLLECT(e, "--dtype", "float8"), r"unknown dtype 'float8'"),
     cli("cli-collect-unknown-device", lambda e: COLLECT(e, "--device", "tpu9"), r"unknown device 'tpu9'"),
-    cli("cli-collect-unknown-language", lambda e: COLLECT(e, "--languages", "en,xx"), r"no language \['xx'\]", loads=True),
     Case("cli-collect-clears-checkpoint-and-done-batches", lambda e: COLLECT(e, "--corpus", e.tmp / "small", "--batch-size", "2"), None, None,
          cli=True, setup=_two_language_texts, loads=True, writes=True, check=_no_done_batches, exit_code=0),
     # ---- identify
