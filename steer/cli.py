@@ -159,6 +159,8 @@ def cmd_generate(args) -> None:
         for lang in [args.force_language] + ([] if isinstance(suppress, str) else suppress):
             (neurons if neurons is not None else stats).index(lang)
         stats.index(args.force_language)
+        if args.mode == "std":
+            stats.stds()  # stats without sq_sums: refused here, not after the model loads
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")

@@ -611,6 +611,8 @@ CASES: list[Case] = [
         ValueError, r"unknown language 'fr'"),
     api("generate-unknown-mode", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, mode="loud"),
         ValueError, r"unknown force mode 'loud'"),
+    api("generate-std-without-sq-sums", lambda e: steer.generate(e.tiny, "Hi", force_language="de", stats=e.stats, mode="std"),
+        ValueError, r"no sq_sums; collect them with steer.collect\(\.\.\., sq_sums=True\)"),
     api("generate-mode-without-force", lambda e: steer.generate(e.tiny, "Hi", mode="add"), ValueError, r"mode .*only with force_language"),
     api("generate-strength-without-force", lambda e: steer.generate(e.tiny, "Hi", strength=2.0), ValueError, r"strength .*only with force_language"),
     api("generate-strength-nan", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, strength=float("nan")),
@@ -738,6 +740,7 @@ CASES: list[Case] = [
     cli("cli-generate-out-is-a-file", lambda e: GENERATE(e, "--out", e.a_file()), r"is a file; --out must be a folder"),
     cli("cli-generate-force-unknown-language", lambda e: FORCE(e, "--force-language", "fr"), r"unknown language 'fr'"),
     cli("cli-generate-unknown-suppressed-language", lambda e: FORCE(e, "--suppress", "en,xx"), r"unknown language 'xx'"),
+    cli("cli-generate-std-without-sq-sums", lambda e: FORCE(e, "--mode", "std"), r"no sq_sums; collect them with .*--sq-sums"),
     cli("cli-generate-unknown-phase", lambda e: FORCE(e, "--phase", "middle"), r"--phase: invalid choice", usage=True),
     cli("cli-generate-stats-for-another-model", lambda e: FORCE(e, "--stats", e.s / "llama_stats"), r"use files made for this model", loads=True),
     # ---- bench
