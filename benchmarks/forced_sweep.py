@@ -161,12 +161,11 @@ def main() -> None:
 
     plain = unit(f"eval{args.eval_prompts}/unsteered", "eval", args.eval_prompts, None, None)
     own = {t: judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s == t])[1] for t in languages}
+    unsteered = [judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s != t])[1] for t in languages]
     evaluated = []
     for best in rows[: args.eval_top]:
         setting = {k: best[k] for k in ("neurons", "mode", "strength", "suppress", "phase")}
         result = score(setting, "eval", args.eval_prompts)
-        unsteered = [judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s != t])[1]
-                     for t in languages]
         result["unsteered_fluent"] = sum(map(sum, unsteered)) / sum(map(len, unsteered))
         result["own_text_fluent"] = sum(map(sum, own.values())) / sum(map(len, own.values()))
         for t in languages:

@@ -148,19 +148,13 @@ def cmd_generate(args) -> None:
     from steer._io import check_writable_dir
     from steer.generation import SUPPRESS, check_generate_args
 
-    check_generate_args(args.prompts, neurons=args.neurons, stats=args.stats, force_language=args.force_language,
-                        mode=args.mode, strength=args.strength, max_new_tokens=args.max_new_tokens)
     if args.out:
         check_writable_dir(args.out)  # before generating
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
     suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
-    if args.force_language is not None:  # languages the files lack: before the model loads
-        for lang in [args.force_language] + ([] if isinstance(suppress, str) else suppress):
-            (neurons if neurons is not None else stats).index(lang)
-        stats.index(args.force_language)
-        if args.mode == "std":
-            stats.stds()  # stats without sq_sums: refused here, not after the model loads
+    check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
+                        strength=args.strength, suppress=suppress, max_new_tokens=args.max_new_tokens)  # before the model
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")

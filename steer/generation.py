@@ -120,17 +120,16 @@ def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> l
         for i, source in enumerate(sources):
             groups.setdefault(source, []).append(i)
         return [(rows, [] if source in ("und", target) else [source]) for source, rows in groups.items()]
-    for lang in suppress:
-        neurons.index(lang)
-    return [(everyone, list(suppress))]
+    return [(everyone, list(suppress))]  # its languages were checked by check_generate_args
 
 
 def check_generate_args(
-    prompts: str | Sequence[str], *, neurons=None, stats=None, force_language: str | None = None,
-    mode: str | None = None, strength: float | None = None, max_new_tokens: int = 32, batch_size: int = 8,
+    prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
+    mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
+    max_new_tokens: int = 32, batch_size: int = 8,
 ) -> list[str]:
-    """The checks `generate` makes before anything runs (neurons and stats only need to be given, not loaded,
-    so the command line calls this before it loads a model); returns the prompts as a list."""
+    """The checks `generate` makes before anything runs (they need no model, so the command line calls this
+    once it has read the files, before it loads one); returns the prompts as a list."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
@@ -151,6 +150,12 @@ def check_generate_args(
     if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
                                  or not math.isfinite(strength)):
         raise ValueError(f"strength must be a finite number, got {strength!r}")
+    named = [] if isinstance(suppress, str) else list(suppress)  # the languages to switch off, when listed
+    for lang in [force_language, *named]:  # the default neurons come from the stats: they have its languages
+        (neurons if neurons is not None else stats).index(lang)
+    stats.index(force_language)
+    if mode == "std":
+        stats.stds()  # stats without sq_sums are refused here, not at the first forward
     return prompts
 
 
@@ -194,7 +199,8 @@ def generate(
     apply to `force_language` only; giving them without it is an error.
     """
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
-                                  strength=strength, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                  strength=strength, suppress=suppress, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
     if force_language is not None and neurons is None:
         neurons = forcing_neurons(stats)

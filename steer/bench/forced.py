@@ -131,14 +131,19 @@ def continue_prompts(model, neurons, stats, prompts: dict[str, list[str]], targe
             "scores": [asdict(score) for score in scores]}
 
 
-def own_language_bars(baseline: dict, languages: Sequence[str]) -> dict[str, Bar]:
-    """Each language's fluency bar from an unsteered `continue_prompts` unit: its continuations detected as their
-    prompt's language."""
+def own_language_scores(baseline: dict, languages: Sequence[str]) -> dict[str, list[Score]]:
+    """Per language, the scores of an unsteered `continue_prompts` unit's continuations detected as their prompt's
+    language: the model's own text in it."""
     own: dict[str, list[Score]] = {lang: [] for lang in languages}
     for source, detected, score in zip(baseline["sources"], baseline["detected"], baseline["scores"]):
         if detected == source:
             own[source].append(Score(**score))
-    return bars(own, [Score(**score) for score in baseline["scores"]])
+    return own
+
+
+def own_language_bars(baseline: dict, languages: Sequence[str]) -> dict[str, Bar]:
+    """Each language's fluency bar from an unsteered `continue_prompts` unit (`own_language_scores`)."""
+    return bars(own_language_scores(baseline, languages), [Score(**score) for score in baseline["scores"]])
 
 
 def judge(unit: dict, target: str, bar: Bar, rows: Iterable[int]) -> tuple[list[bool], list[bool], list[float]]:
@@ -243,6 +248,7 @@ def forced_language(
         bar.close()
 
     # ---- the bars: the unsteered model's own text in each language
+    own = own_language_scores(done["baseline"], languages)
     bar_of = own_language_bars(done["baseline"], languages)
 
     def judged(unit: dict, target: str, rows) -> tuple[list[bool], list[bool], list[float]]:
@@ -273,9 +279,7 @@ def forced_language(
                 examples.append({"source": source, "target": target, "prompt": unit["prompts"][r],
                                  "continuation": unit["texts"][r], "detected": unit["detected"][r],
                                  "success": raw[rows.index(r)], "fluent": fluent[rows.index(r)]})
-        base = done["baseline"]
-        own_nll = [score["nll"] for source, detected, score in zip(base["sources"], base["detected"], base["scores"])
-                   if source == detected == target and score["nll"] is not None]
+        own_nll = [score.nll for score in own[target]]
         # the ceiling: the model's own continuations of evaluation prompts written in the target, judged the same way
         own_text = judged(unsteered, target, [r for r, s in enumerate(unsteered["sources"]) if s == target])[1]
         per_target[target] = {
