@@ -154,7 +154,8 @@ def cmd_generate(args) -> None:
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
     suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
-                        strength=args.strength, suppress=suppress, max_new_tokens=args.max_new_tokens)  # before the model
+                        strength=args.strength, suppress=suppress, steps=args.steps,
+                        max_new_tokens=args.max_new_tokens)  # before the model
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
@@ -163,6 +164,7 @@ def cmd_generate(args) -> None:
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
                              mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
+                             steps=args.steps,
                              repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                              **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
@@ -305,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "none (default), source (the prompt's language), others, or a comma list of languages")
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
+    generate.add_argument("--steps", type=positive_int, help="with --force-language: stop forcing once this many "
+                          "new tokens are predicted (default: force every step)")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
                           "the unsteered side uses the same")
     generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")

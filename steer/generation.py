@@ -64,7 +64,7 @@ def forcing_neurons(stats) -> NeuronSet:
 
 def force_language_interventions(
     neurons: NeuronSet, target: str, *, mode: str = DEFAULT_FORCE_MODE, strength: float | None = None,
-    suppress: Sequence[str] | None = None, phase: str = "all",
+    suppress: Sequence[str] | None = None, phase: str = "all", steps: int | None = None,
 ) -> list[Intervention]:
     """Deactivate the other languages' neurons (or only those of `suppress`; [] for none) and push the target's up.
 
@@ -72,7 +72,8 @@ def force_language_interventions(
     "add" (strength × the target's mean), "diffmean" (strength × (target − others) means) or "std"
     (strength standard deviations of each neuron on the target, towards the target; stats with
     sq_sums). `phase`: "all" positions, or "output": only those that predict a generated token (the
-    prompt's last position and every generated one; the rest of the prompt is read unsteered).
+    prompt's last position and every generated one; the rest of the prompt is read unsteered). `steps`:
+    stop forcing once the first `steps` new tokens are predicted (None: force every step).
     """
     if mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
@@ -81,13 +82,13 @@ def force_language_interventions(
     others = [lang for lang in (neurons.languages if suppress is None else suppress) if lang != target]
     specs = []
     if others:
-        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase,
+        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase, steps=steps,
                                   allow_empty=True))  # all of them shared with the target: nothing to switch off
     if mode == "set":
-        specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase))
+        specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase, steps=steps))
     else:
         specs.append(Intervention("add", languages=[target], target=target, alpha=strength,
-                                  mode={"add": "additive"}.get(mode, mode), phase=phase))
+                                  mode={"add": "additive"}.get(mode, mode), phase=phase, steps=steps))
     return specs
 
 
@@ -126,7 +127,7 @@ def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> l
 def check_generate_args(
     prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
     mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
-    max_new_tokens: int = 32, batch_size: int = 8,
+    steps: int | None = None, max_new_tokens: int = 32, batch_size: int = 8,
 ) -> list[str]:
     """The checks `generate` makes before anything runs (they need no model, so the command line calls this
     once it has read the files, before it loads one); returns the prompts as a list."""
@@ -136,7 +137,7 @@ def check_generate_args(
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     if force_language is None:
-        given = [name for name, value in (("mode", mode), ("strength", strength)) if value is not None]
+        given = [name for name, value in (("mode", mode), ("strength", strength), ("steps", steps)) if value is not None]
         if given:
             raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with "
                              f"force_language (--force-language); give a target language or leave "
@@ -147,6 +148,8 @@ def check_generate_args(
                          "(default: steer.generation.forcing_neurons(stats))")
     if mode is not None and mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a whole number of at least 1 (or None: force every step), got {steps!r}")
     if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
                                  or not math.isfinite(strength)):
         raise ValueError(f"strength must be a finite number, got {strength!r}")
@@ -171,6 +174,7 @@ def generate(
     strength: float | None = None,
     suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
     phase: str = "all",
+    steps: int | None = None,
     max_new_tokens: int = 32,
     min_new_tokens: int = 0,
     do_sample: bool = False,
@@ -191,15 +195,15 @@ def generate(
     neurons are switched off: "none" (the default), "others" (every other language of `neurons`),
     "source" (the language each prompt is written in, as detected: Gurgurov et al.'s language
     arithmetic) or a list of languages. `phase` says where the forcing acts: "all" positions, or
-    "output" (those that predict a generated token; the rest of the prompt is read unsteered).
-    `repetition_penalty` and `no_repeat_ngram_size` are HF generate's; when forcing a language they
+    "output" (those that predict a generated token; the rest of the prompt is read unsteered), and `steps`
+    stops it once that many new tokens are predicted (None: every step). `repetition_penalty` and `no_repeat_ngram_size` are HF generate's; when forcing a language they
     default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
     (prompt excluded) and each one's detected language ("und" when the language identifier cannot
     tell). `mode` (default `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`)
     apply to `force_language` only; giving them without it is an error.
     """
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
-                                  strength=strength, suppress=suppress, max_new_tokens=max_new_tokens,
+                                  strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
     if force_language is not None and neurons is None:
@@ -215,7 +219,7 @@ def generate(
     if force_language is not None:
         for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):
             specs = list(interventions) + force_language_interventions(
-                neurons, force_language, mode=mode, strength=strength, suppress=suppressed, phase=phase)
+                neurons, force_language, mode=mode, strength=strength, suppress=suppressed, phase=phase, steps=steps)
             groups.append((rows, Steering(model, specs, neurons, stats)))  # every group validated before any forward
     else:
         groups.append((list(range(len(prompts))), Steering(model, interventions, neurons, stats) if interventions else None))
@@ -240,6 +244,7 @@ def generate(
         "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
         "suppress": (suppress if isinstance(suppress, str) else list(suppress)) if force_language else None,
         "phase": phase if force_language else None,
+        "steps": steps if force_language else None,
         "interventions": _specs(groups[0][1]) if len(groups) == 1 else
         [{"prompts": rows, "interventions": _specs(steering)} for rows, steering in groups],
     }

@@ -19,6 +19,8 @@ Per hooked layer and forward there is one index op (index_fill_/index_copy_/inde
 without selected neurons get no hook. The phase (`all`, `prompt`, `generated`, or `output`: the
 positions whose next token is generated, i.e. the prompt's last one and every generated one) is
 resolved from absolute token positions, so results are the same with and without the KV cache.
+In `steer.generate`, `steps` cuts an intervention off once it has acted on the prediction of that many new
+tokens (a brief push that lets the model continue on its own).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Intervention:
     mode: str = "additive"
     phase: str = "all"
     exclude_languages: list[str] | None = None
+    steps: int | None = None  # in generate: act only until the steps-th new token is predicted (None: every step)
     allow_empty: bool = False  # selecting no neuron is then a no-op, not an error (e.g. a suppression fully excluded)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,8 @@ class Intervention:
             raise ValueError(f"unknown op '{self.op}'; use one of {', '.join(OPS)} (or deactivate/amplify)")
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
         if self.op == "scale" and (self.factor is None or not math.isfinite(self.factor)):
             raise ValueError(f"scale needs a finite factor, got {self.factor}")
         for name in ("value", "alpha"):
@@ -106,6 +111,7 @@ class _LayerOp:
     index: Int[Tensor, " n"]
     values: Float[Tensor, " n"] | float
     phase: str
+    steps: int | None = None
 
 
 class _Phase:
@@ -127,19 +133,23 @@ class _Phase:
         total = mask.shape[-1] if isinstance(mask, Tensor) and mask.ndim == 2 else seq
         self.start = total - seq
 
-    def bounds(self, phase: str, seq: int) -> tuple[int, int]:
-        """The slice [lo, hi) of this forward's positions that the phase covers.
+    def bounds(self, phase: str, seq: int, steps: int | None = None) -> tuple[int, int]:
+        """The slice [lo, hi) of this forward's positions that the phase covers, cut after the position that
+        predicts the `steps`-th new token when `steps` is given.
 
-        Outside `steer.generate` (no prompt width known) every position is prompt.
+        Outside `steer.generate` (no prompt width known) every position is prompt, and `steps` has no effect.
         """
-        if phase == "all":
-            return 0, seq
         if self.prompt_width is None:
-            return (0, seq) if phase == "prompt" else (seq, seq)
-        # "output": the positions whose next token is generated (the prompt's last one, and every generated one)
-        edge = self.prompt_width - (1 if phase == "output" else 0)
-        boundary = max(0, min(seq, edge - self.start))
-        return (0, boundary) if phase == "prompt" else (boundary, seq)
+            return (0, seq) if phase in ("all", "prompt") else (seq, seq)
+        lo, hi = 0, seq
+        if phase != "all":
+            # "output": the positions whose next token is generated (the prompt's last one, and every generated one)
+            edge = self.prompt_width - (1 if phase == "output" else 0)
+            boundary = max(0, min(seq, edge - self.start))
+            lo, hi = (0, boundary) if phase == "prompt" else (boundary, seq)
+        if steps is not None:  # absolute position prompt_width - 1 + k predicts the (k + 1)-th new token
+            hi = max(lo, min(hi, self.prompt_width - 1 + steps - self.start))
+        return lo, hi
 
 
 class Steering:
@@ -162,7 +172,7 @@ class Steering:
         def hook(activation: Tensor) -> Tensor:
             seq = activation.shape[1]
             for layer_op in ops:
-                lo, hi = phase.bounds(layer_op.phase, seq)
+                lo, hi = phase.bounds(layer_op.phase, seq, layer_op.steps)
                 if hi <= lo:
                     continue
                 target = activation if (lo, hi) == (0, seq) else activation[:, lo:hi]
@@ -177,7 +187,7 @@ class Steering:
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(attached(self.model, self.hooks()))
-            if any(op.phase != "all" for ops in self.layer_ops.values() for op in ops):
+            if any(op.phase != "all" or op.steps is not None for ops in self.layer_ops.values() for op in ops):
                 thread, track = threading.get_ident(), self.phase.pre_hook
 
                 def pre_hook(module, args, kwargs):  # only this thread's forward passes move the phase
@@ -271,7 +281,7 @@ def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | Non
                 if spec.mode == "std":
                     direction = direction.sign() * stds[stats.index(spec.target), layer, index]
                 values = (spec.alpha * direction).to(device)
-            layer_ops.setdefault(layer, []).append(_LayerOp(spec.op, index.to(device), values, spec.phase))
+            layer_ops.setdefault(layer, []).append(_LayerOp(spec.op, index.to(device), values, spec.phase, spec.steps))
     return layer_ops
 
 

@@ -47,6 +47,10 @@ def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons,
     assert forcing_neurons(tiny_stats).method == "specificity"
     plain = steer.generate(tiny, ["Hello", "猫は"], max_new_tokens=4, return_logits=True, detect=False)
     assert not torch.allclose(default.logits[0], plain.logits[0], atol=1e-4)  # the default neurons do steer
+    brief = steer.generate(tiny, ["Hello", "猫は"], steps=2, **kwargs)  # forcing only the first two new tokens
+    assert brief.settings["steps"] == 2 and {spec["steps"] for spec in brief.settings["interventions"]} == {2}
+    for forced, short in zip(default.logits, brief.logits):
+        torch.testing.assert_close(short[:2], forced[:2])
 
 
 @pytest.mark.integration

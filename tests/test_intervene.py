@@ -127,10 +127,11 @@ SPECS = [
     Intervention("set", languages=["ja"], target="ja", alpha=3.0, phase="generated"),
     Intervention("add", languages=["en"], target="de", alpha=5.0, phase="prompt"),
     Intervention("add", languages=["de"], target="de", alpha=3.0, mode="diffmean", phase="output"),
+    Intervention("add", languages=["de"], target="ja", alpha=3.0, mode="diffmean", steps=2),
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.op}-{s.phase}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.op}-{s.phase}-{s.steps}")
 def test_kv_cache_and_batching_change_nothing(tiny, tiny_stats, handmade, spec):
     kwargs = dict(interventions=[spec], neurons=handmade, stats=tiny_stats, max_new_tokens=8, return_logits=True,
                   detect=False)
@@ -166,6 +167,52 @@ def test_phase_bounds_per_forward():
     assert [phase.bounds(p, 1) for p in ("prompt", "generated", "output")] == [(0, 0), (0, 1), (0, 1)]
     phase.start, phase.prompt_width = 0, None  # outside generate every position is prompt
     assert [phase.bounds(p, 5) for p in ("prompt", "generated", "output")] == [(0, 5), (5, 5), (5, 5)]
+
+
+def test_steps_cut_the_phase_after_the_position_predicting_the_last_steered_token():
+    """A 5-token prompt, steps=2: positions 4 (predicting new token 1) and 5 (token 2) are the last steered."""
+    from steer.steering import _Phase
+
+    phase = _Phase()
+    phase.prompt_width = 5
+    assert [phase.bounds(p, 5, 2) for p in ("all", "prompt", "generated", "output")] == [(0, 5), (0, 5), (5, 5), (4, 5)]
+    phase.start = 5  # cached step: the first new token, predicting the second
+    assert [phase.bounds(p, 1, 2) for p in ("all", "generated", "output")] == [(0, 1), (0, 1), (0, 1)]
+    phase.start = 6  # the second new token, predicting the third: past the steps
+    assert [phase.bounds(p, 1, 2) for p in ("all", "generated", "output")] == [(0, 0), (0, 0), (0, 0)]
+    phase.start = 0  # no cache: the whole sequence of 7 tokens in one forward
+    assert phase.bounds("all", 7, 2) == (0, 6) and phase.bounds("output", 7, 1) == (4, 5)
+    phase.prompt_width = None  # outside generate, steps have no effect
+    assert phase.bounds("all", 7, 2) == (0, 7)
+
+
+def test_steps_force_the_first_tokens_then_let_the_model_go_on(tiny, tiny_stats, handmade):
+    push = dict(languages=["de", "ja"], target="ja", alpha=8.0, mode="diffmean")
+    kwargs = dict(neurons=handmade, stats=tiny_stats, max_new_tokens=4, return_logits=True, detect=False)
+    always = steer.generate(tiny, PROMPTS, interventions=[Intervention("add", **push)], **kwargs)
+    brief = steer.generate(tiny, PROMPTS, interventions=[Intervention("add", steps=2, **push)], **kwargs)
+    assert [text[:1] for text in brief.texts] == [text[:1] for text in always.texts]
+    for a, b, prompt in zip(always.logits, brief.logits, PROMPTS):
+        torch.testing.assert_close(b[:2], a[:2])  # the first two new tokens: steered alike
+        # the third comes from the unsteered model reading the steered prompt and first two tokens: recompute it
+        ids = tiny.tokenizer(prompt)["input_ids"]
+        first_two = b[:2].argmax(-1).tolist()
+        unsteered_third = _next_logits_steering_prefix(tiny, ids, first_two, push, handmade, tiny_stats)
+        torch.testing.assert_close(b[2], unsteered_third, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(a[2], b[2], atol=1e-4)
+    with pytest.raises(ValueError, match="steps"):
+        Intervention("add", steps=0, **push)
+
+
+def _next_logits_steering_prefix(model, ids, new, push, neurons, stats):
+    """Logits after prompt + `new` tokens, steering only the positions that predicted them (the prompt and new[:-1])."""
+    from steer.steering import Steering
+
+    steering = Steering(model, [Intervention("add", phase="prompt", **push)], neurons, stats)
+    with torch.inference_mode(), steering:
+        steering.phase.prompt_width = len(ids) + len(new) - 1  # "prompt" = every position but the last
+        logits = model.original_model(torch.tensor([ids + new])).logits
+    return logits[0, -1].float()
 
 
 def test_output_phase_steers_the_first_new_token_and_generated_does_not(tiny, tiny_stats, handmade):
