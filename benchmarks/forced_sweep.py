@@ -1,14 +1,15 @@
 """Choose the forced-language setting on the tuning half, then measure it on the evaluation half.
 
     python benchmarks/forced_sweep.py --out forced_sweep/ [--neurons zhang2025,lape,specificity:500@12-17]
-        [--modes diffmean,std] [--strengths 1,2] [--suppress source,none] [--phases all,output]
-        [--settings 'zhang2025/diffmean/2/source/all;lape/std/1/none/output'] [--shard 0/2] [--threads 1]
+        [--modes diffmean,std] [--strengths 1,2] [--suppress source,none] [--phases all,output] [--steps all,4]
+        [--settings 'zhang2025/diffmean/2/source/all;lape/std/1/none/output/4'] [--shard 0/2] [--threads 1]
         [--eval-top 1]
 
 1. statistics (`steer.collect`, --max-tokens per language, with sq_sums for the "std" push) on the embedded
    model, and each neuron set of --neurons: a method (zhang2025, lape, specificity:K for K neurons per
    language), optionally restricted to a range of layers (@12-17);
-2. the sweep: every neurons × mode × strength × suppress × phase setting continues the first
+2. the sweep: every neurons × mode × strength × suppress × phase × steps setting (steps: force only until that
+   many new tokens are predicted; "all": every step) continues the first
    --sweep-prompts prompts of each source language's tuning half, forced to every other language; raw and
    fluent success (`steer.bench.forced.judge`) against bars from the unsteered model's own text (the first
    --n-baseline tuning prompts per language);
@@ -18,7 +19,8 @@
 Every continuation uses the same decoding (greedy, --repetition-penalty, --no-repeat-ngram-size).
 --shard i/n runs every n-th setting only (run n of them side by side, one thread each; a run without
 --shard then reuses all their units). Units are saved in OUT/units-KEY-*.json as they finish; tables go to
-stdout and OUT/sweep.json, OUT/eval.json.
+stdout and OUT/sweep.json, OUT/eval.json; for every mode/suppress/phase/steps swept over more than one neuron set and
+strength, OUT/grid-MODE-SUPPRESS-PHASE-STEPS.png shows fluent success per target over that neurons × strength grid.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--strengths", default="1,2,4")
     parser.add_argument("--suppress", default="source")
     parser.add_argument("--phases", default="all")
+    parser.add_argument("--steps", default="all", help="comma list of new-token counts to force for, or all")
     parser.add_argument("--sweep-prompts", type=int, default=1)
     parser.add_argument("--eval-prompts", type=int, default=2)
     parser.add_argument("--eval-top", type=int, default=1, help="how many of the best settings to evaluate")
@@ -59,7 +62,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repetition-penalty", type=float, default=1.2)
     parser.add_argument("--no-repeat-ngram-size", type=int, default=3)
-    parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress/phase;...'")
+    parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress/phase[/steps];...'")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th setting from the i-th, no evaluation")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
@@ -70,6 +73,7 @@ def main() -> None:
     from steer._io import write_json_atomic
     from steer.bench._common import Partial, read_keyed, stable_hash, texts_fingerprint
     from steer.bench.forced import continue_prompts, halves, judge, make_prompts, own_language_bars
+    from steer.bench.plots import plot_forced_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,21 +118,22 @@ def main() -> None:
 
     baseline = unit("baseline", "tune", args.n_baseline, None, None)
     bars = own_language_bars(baseline, languages)
-    fields = ("neurons", "mode", "strength", "suppress", "phase")
+    fields = ("neurons", "mode", "strength", "suppress", "phase", "steps")
     if args.settings:
         grid = [dict(zip(fields, setting.split("/"))) for setting in args.settings.split(";")]
-        for setting in grid:
-            setting["strength"] = float(setting["strength"])
     else:
         grid = [dict(zip(fields, values)) for values in itertools.product(
-            args.neurons.split(","), args.modes.split(","), [float(s) for s in args.strengths.split(",")],
-            args.suppress.split(","), args.phases.split(","))]
+            args.neurons.split(","), args.modes.split(","), args.strengths.split(","), args.suppress.split(","),
+            args.phases.split(","), args.steps.split(","))]
+    for setting in grid:
+        setting["strength"] = float(setting["strength"])
+        setting["steps"] = None if setting.get("steps", "all") == "all" else int(setting["steps"])
 
-    def name_of(setting: dict) -> str:
-        return "/".join(str(setting[k]) for k in ("neurons", "mode", "strength", "suppress", "phase"))
+    def name_of(setting: dict) -> str:  # without steps when forcing every step: the names of earlier runs' units
+        return "/".join(str(setting[k]) for k in fields if setting[k] is not None)
 
     def score(setting: dict, half: str, k: int) -> dict:
-        forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase")}
+        forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase", "steps")}
         raw, fluent, per_target, pairs = [], [], {}, {}
         for target in languages:
             done = unit(f"{half}{k}/{name_of(setting)}/{target}", half, k, target, forcing, setting["neurons"])
@@ -150,21 +155,34 @@ def main() -> None:
 
     rows = sorted((score(s, "tune", args.sweep_prompts) for s in grid), key=lambda r: (-r["fluent"], -r["raw"]))
     write_json_atomic(args.out / "sweep.json", {"languages": languages, "decoding": decoding, "settings": rows})
+    def rest(row: dict) -> tuple:
+        return row["mode"], row["suppress"], row["phase"], row["steps"] or "all"
+
+    for (mode, suppress, phase, steps), group in itertools.groupby(sorted(rows, key=lambda r: tuple(map(str, rest(r)))),
+                                                                  rest):
+        group = sorted(group, key=lambda r: list(neurons).index(r["neurons"]))  # the neurons in the order given
+        if len({r["neurons"] for r in group}) > 1 and len({r["strength"] for r in group}) > 1:
+            path = plot_forced_grid(group, languages, args.out / f"grid-{mode}-{suppress}-{phase}-{steps}.png",
+                                    title=f"fluent success, tuning half ({args.sweep_prompts} prompt per source): {mode}, "
+                                          f"suppress {suppress}, phase {phase}, steps {steps}")
+            print(f"grid figure: {path}")
     print(f"\nsweep, tuning half ({args.sweep_prompts} prompt per source, {len(languages) * (len(languages) - 1)} "
           f"pairs), fluent success per target:")
-    print("| neurons | n | mode | strength | suppress | phase | raw | fluent | " + " | ".join(languages) + " |")
-    print("|---" * (8 + len(languages)) + "|")
+    print("| neurons | n | mode | strength | suppress | phase | steps | raw | fluent | " + " | ".join(languages) + " |")
+    print("|---" * (9 + len(languages)) + "|")
     for row in rows:
         per = " | ".join(f"{row['per_target'][t]['fluent']:.2f}" for t in languages)
         print(f"| {row['neurons']} | {row['n_neurons']} | {row['mode']} | {row['strength']:g} | {row['suppress']} | "
-              f"{row['phase']} | {row['raw']:.2f} | {row['fluent']:.2f} | {per} |")
+              f"{row['phase']} | {row['steps'] or 'all'} | {row['raw']:.2f} | {row['fluent']:.2f} | {per} |")
 
+    if args.eval_top < 1:
+        return
     plain = unit(f"eval{args.eval_prompts}/unsteered", "eval", args.eval_prompts, None, None)
     own = {t: judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s == t])[1] for t in languages}
     unsteered = [judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s != t])[1] for t in languages]
     evaluated = []
     for best in rows[: args.eval_top]:
-        setting = {k: best[k] for k in ("neurons", "mode", "strength", "suppress", "phase")}
+        setting = {k: best[k] for k in fields}
         result = score(setting, "eval", args.eval_prompts)
         result["unsteered_fluent"] = sum(map(sum, unsteered)) / sum(map(len, unsteered))
         result["own_text_fluent"] = sum(map(sum, own.values())) / sum(map(len, own.values()))

@@ -57,3 +57,17 @@ def test_sweeps_read_the_tuning_half_and_figures_the_evaluation_half(tiny, tiny_
     assert result["sweep"]["half"] == "tune"
     assert 0.0 <= result["fluent_success_rate"] <= result["success_rate"] <= 1.0
     assert set(result["per_target"]) == set(tiny_neurons.languages)
+
+
+def test_the_sweep_grid_keeps_the_neuron_order_sorts_strengths_and_marks_missing_cells(tmp_path):
+    from steer.bench.plots import forced_grid, plot_forced_grid
+
+    def row(neurons, strength, fluent, de):
+        return {"neurons": neurons, "strength": strength, "fluent": fluent, "per_target": {"de": {"fluent": de}}}
+
+    rows = [row("specificity:1000", 2.0, 0.3, 0.5), row("specificity:250", 2.0, 0.1, 0.2),
+            row("specificity:1000", 1.0, 0.2, 0.0)]
+    assert forced_grid(rows) == (["specificity:1000", "specificity:250"], [1.0, 2.0], [[0.2, 0.3], [None, 0.1]])
+    assert forced_grid(rows, "de")[2] == [[0.0, 0.5], [None, 0.2]]
+    path = plot_forced_grid(rows, ["de"], tmp_path / "grid.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -117,6 +117,38 @@ def plot_forced(result: dict, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def forced_grid(rows: list[dict], target: str | None = None) -> tuple[list[str], list[float], list[list[float | None]]]:
+    """(neuron sets, strengths, fluent success [neuron set][strength]) of forced_sweep settings, for one target or
+    (None) all: the neuron sets in the rows' order, the strengths sorted, None where no row has that cell."""
+    specs = list(dict.fromkeys(row["neurons"] for row in rows))
+    strengths = sorted({float(row["strength"]) for row in rows})
+    cells = {(row["neurons"], float(row["strength"])): row for row in rows}
+    rate = (lambda row: row["fluent"]) if target is None else (lambda row: row["per_target"][target]["fluent"])
+    return specs, strengths, [[rate(cells[spec, s]) if (spec, s) in cells else None for s in strengths]
+                              for spec in specs]
+
+
+def plot_forced_grid(rows: list[dict], languages: list[str], path: str | Path, *, title: str) -> Path:
+    """Fluent success over a neurons × strength grid of forced_sweep settings (`forced_grid`): one panel for all
+    targets and one per target."""
+    panels = [("all targets", None)] + [(target, target) for target in languages]
+    specs, strengths, _ = forced_grid(rows)
+    cols = min(len(panels), 4)
+    nrows = (len(panels) + cols - 1) // cols
+    width = 0.55 * max(len(strengths), 3) + 2.2
+    fig = _figure(cols * width, nrows * (0.32 * max(len(specs), 3) + 1.4) + 0.4)
+    fig.suptitle(title, fontsize=10)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax, (name, target) in zip(axes.flat, panels):
+        _, _, matrix = forced_grid(rows, target)
+        heatmap(fig, ax, matrix, specs, [f"{s:g}" for s in strengths], center=None, cmap="viridis", vmin=0, vmax=1,
+                title=name, label="fluent success", fmt="{:.2f}")
+        ax.set_xlabel("strength", fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    return save_figure(fig, path)
+
+
 def plot_transfer(result: dict, path: str | Path) -> Path:
     """Per low-resource language: Δ log-PPL for deactivating shared neurons, random, amplifying."""
     targets, sources = result["low_resource"], result["high_resource"]
