@@ -45,11 +45,12 @@ def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys):
     assert generations["steer_version"] and generations["model"]["weights_hash"] and generations["model"]["n_layers"] == 4
     # without --neurons: the default forcing neurons from the stats; both sides decode with the same repetition controls
     assert main(["generate", "--model", str(tiny_dir), "--stats", str(stats), "--force-language", "de", "--phase",
-                 "output", "--no-repeat-ngram-size", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "gen2"),
-                 "Hello"]) == 0
+                 "output", "--steps", "3", "--no-repeat-ngram-size", "2", "--max-new-tokens", "4", "--out",
+                 str(tmp_path / "gen2"), "Hello"]) == 0
     generations = json.loads((tmp_path / "gen2" / "generations.json").read_text())
     steered, plain = generations["steered"]["settings"], generations["unsteered"]["settings"]
-    assert steered["phase"] == "output" and steered["suppress"] == "none"
+    assert steered["phase"] == "output" and steered["suppress"] == "none" and steered["steps"] == 3
+    assert {spec["steps"] for spec in steered["interventions"]} == {3}
     assert (steered["repetition_penalty"], steered["no_repeat_ngram_size"]) == (1.2, 2)
     assert (plain["repetition_penalty"], plain["no_repeat_ngram_size"]) == (1.2, 2)
 
