@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.steering import Intervention, Steering, active_steerings
+from steer.steering import Intervention, Steering, active_steerings, check_steps
 from steer.langid import detect_language
 from steer.models import input_device
 from steer.models.fast_path import fast_path
@@ -148,8 +148,7 @@ def check_generate_args(
                          "(default: steer.generation.forcing_neurons(stats))")
     if mode is not None and mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a whole number of at least 1 (or None: force every step), got {steps!r}")
+    check_steps(steps)
     if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
                                  or not math.isfinite(strength)):
         raise ValueError(f"strength must be a finite number, got {strength!r}")
@@ -195,12 +194,13 @@ def generate(
     neurons are switched off: "none" (the default), "others" (every other language of `neurons`),
     "source" (the language each prompt is written in, as detected: Gurgurov et al.'s language
     arithmetic) or a list of languages. `phase` says where the forcing acts: "all" positions, or
-    "output" (those that predict a generated token; the rest of the prompt is read unsteered), and `steps`
-    stops it once that many new tokens are predicted (None: every step). `repetition_penalty` and `no_repeat_ngram_size` are HF generate's; when forcing a language they
-    default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
+    "output" (those that predict a generated token; the rest of the prompt is read unsteered), and
+    `steps` stops it once that many new tokens are predicted (None: every step). `repetition_penalty`
+    and `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
+    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
     (prompt excluded) and each one's detected language ("und" when the language identifier cannot
-    tell). `mode` (default `DEFAULT_FORCE_MODE`) and `strength` (default `DEFAULT_STRENGTH[mode]`)
-    apply to `force_language` only; giving them without it is an error.
+    tell). `mode` (default `DEFAULT_FORCE_MODE`), `strength` (default `DEFAULT_STRENGTH[mode]`) and
+    `steps` apply to `force_language` only; giving them without it is an error.
     """
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,

@@ -617,7 +617,7 @@ CASES: list[Case] = [
     api("generate-strength-without-force", lambda e: steer.generate(e.tiny, "Hi", strength=2.0), ValueError, r"strength .*only with force_language"),
     api("generate-steps-without-force", lambda e: steer.generate(e.tiny, "Hi", steps=2), ValueError, r"steps .*only with force_language"),
     api("generate-steps-zero", lambda e: steer.generate(e.tiny, "Hi", force_language="de", stats=e.stats, steps=0),
-        ValueError, r"steps must be a whole number of at least 1 \(or None: force every step\), got 0"),
+        ValueError, r"steps must be a whole number of at least 1 \(or None: every step\), got 0"),
     api("intervention-steps-fraction", lambda e: steer.Intervention("suppress", steps=1.5), ValueError, r"steps must be a whole number of at least 1"),
     api("generate-strength-nan", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, strength=float("nan")),
         ValueError, r"strength must be a finite number, got nan"),

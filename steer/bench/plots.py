@@ -35,7 +35,8 @@ def _array(matrix) -> np.ma.MaskedArray:
 
 
 def heatmap(fig, ax, matrix, rows, columns, *, title: str, label: str, center: float | None = 0.0,
-            cmap: str = "RdBu_r", fmt: str | None = None, vmin=None, vmax=None, annotate: bool = True):
+            cmap: str = "RdBu_r", fmt: str | None = None, vmin=None, vmax=None, annotate: bool = True,
+            colorbar: bool = True):
     import matplotlib as mpl
 
     data = _array(matrix)
@@ -61,7 +62,8 @@ def heatmap(fig, ax, matrix, rows, columns, *, title: str, label: str, center: f
                     r, g, b, _ = image.cmap(image.norm(float(data[i, j])))
                     color = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
                     ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=size, color=color)
-    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label=label, shrink=0.8)
     return image
 
 
@@ -135,17 +137,18 @@ def plot_forced_grid(rows: list[dict], languages: list[str], path: str | Path, *
     specs, strengths, _ = forced_grid(rows)
     cols = min(len(panels), 4)
     nrows = (len(panels) + cols - 1) // cols
-    width = 0.55 * max(len(strengths), 3) + 2.2
+    width = 0.55 * max(len(strengths), 3) + 1.6
     fig = _figure(cols * width, nrows * (0.32 * max(len(specs), 3) + 1.4) + 0.4)
     fig.suptitle(title, fontsize=10)
     axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, (name, target) in zip(axes.flat, panels):
         _, _, matrix = forced_grid(rows, target)
-        heatmap(fig, ax, matrix, specs, [f"{s:g}" for s in strengths], center=None, cmap="viridis", vmin=0, vmax=1,
-                title=name, label="fluent success", fmt="{:.2f}")
+        image = heatmap(fig, ax, matrix, specs, [f"{s:g}" for s in strengths], center=None, cmap="viridis", vmin=0,
+                        vmax=1, title=name, label="fluent success", fmt="{:.2f}", colorbar=False)
         ax.set_xlabel("strength", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    fig.colorbar(image, ax=axes, label="fluent success", shrink=0.6)
     return save_figure(fig, path)
 
 
