@@ -307,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "none (default), source (the prompt's language), others, or a comma list of languages")
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
-    generate.add_argument("--steps", type=positive_int, help="with --force-language: stop forcing once this many "
-                          "new tokens are predicted (default: force every step)")
+    generate.add_argument("--steps", type=int, help="with --force-language: stop forcing once this many new tokens "
+                          "are predicted, 0 to force every one (default: steer.generation.DEFAULT_STEPS)")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
                           "the unsteered side uses the same")
     generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")

@@ -73,7 +73,8 @@ class Intervention:
             raise ValueError(f"unknown op '{self.op}'; use one of {', '.join(OPS)} (or deactivate/amplify)")
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
-        check_steps(self.steps)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
         if self.op == "scale" and (self.factor is None or not math.isfinite(self.factor)):
             raise ValueError(f"scale needs a finite factor, got {self.factor}")
         for name in ("value", "alpha"):
@@ -98,12 +99,6 @@ class Intervention:
         if unknown:
             raise ValueError(f"unknown Intervention field '{unknown[0]}'; the fields are {', '.join(known)}")
         return cls(**data)
-
-
-def check_steps(steps) -> None:
-    """`steps` is None (act at every step) or a whole number of at least 1."""
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {steps!r}")
 
 
 def _as_list(languages) -> list[str] | None:

@@ -24,7 +24,8 @@ from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
 from steer.bench.fluency import Bar, Score, bars, score_continuations
 from steer.generation import (
-    DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding, generate,
+    DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding,
+    forcing_steps, generate,
 )
 from steer.progress import progress_bar
 
@@ -39,6 +40,7 @@ class ForcedBench:
     mode: str | None = None
     strength: float | None = None
     suppress: str | None = None
+    steps: int | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     n_baseline: int = 10
@@ -57,6 +59,9 @@ class ForcedBench:
         for choice in [self.suppress, *self.sweep_suppress]:
             if choice is not None and choice not in SUPPRESS:
                 raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0):
+            raise ValueError(f"{where}: steps must be a whole number of new tokens to force (0: every one), "
+                             f"got {self.steps!r}")
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
             raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
         check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
@@ -171,6 +176,7 @@ def forced_language(
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
     suppress: str = DEFAULT_SUPPRESS,
+    steps: int | None = None,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
     n_baseline: int = 10,
@@ -185,7 +191,7 @@ def forced_language(
     checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Raw and fluent success per source × target at (`mode`, `strength`, `suppress`), and a sweep.
+    """Raw and fluent success per source × target at (`mode`, `strength`, `suppress`, `steps`), and a sweep.
 
     `eval_texts`: every held-out paragraph per language; `halves` splits them. The main matrix
     continues the first `n_prompts` prompts of each source's *evaluation* half; the sweep (every
@@ -193,7 +199,8 @@ def forced_language(
     `sweep_targets` (default: every language); the fluency bars (`steer.bench.fluency`) come from the
     unsteered model continuing the first `n_baseline` tuning-half prompts of each language. Every
     continuation uses the same decoding (greedy, with `repetition_penalty` / `no_repeat_ngram_size`;
-    None: `steer.generation.DEFAULT_DECODING`).
+    None: `steer.generation.DEFAULT_DECODING`), and every forced one the same `steps` (None:
+    `steer.generation.DEFAULT_STEPS`; 0: every step).
     A continuation succeeds when it is detected as the target; it is a *fluent* success when it
     also passes the target's bar. Set `sweep_modes=()` to skip the sweep.
     """
@@ -208,6 +215,7 @@ def forced_language(
         if choice not in SUPPRESS:
             raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
+    steps = forcing_steps(steps)  # as Intervention.steps: None is every step
     sweep_targets = languages if sweep_targets is None else [t for t in sweep_targets if t in languages]
     tune, evaluate = halves({lang: eval_texts[lang] for lang in languages})
     short = [lang for lang in languages if len(tune[lang]) < 1]
@@ -221,6 +229,7 @@ def forced_language(
     key = stable_hash({
         "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
         "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
+        "steps": steps,
     })
     partial = Partial(checkpoint, key)
 
@@ -228,7 +237,7 @@ def forced_language(
         return continue_prompts(model, neurons, stats, {s: prompts[half][s][:k] for s in languages}, target, forcing,
                                 decoding, batch_size=batch_size)
 
-    setting = dict(mode=mode, strength=strength, suppress=suppress)
+    setting = dict(mode=mode, strength=strength, suppress=suppress, steps=steps or 0)
     units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
              ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
     main = f"{mode}/{strength}/{suppress}"
@@ -236,7 +245,7 @@ def forced_language(
     sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
     for m, s, sup in sweep_settings:
         units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit(
-            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup))) for t in sweep_targets]
+            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup, steps=steps or 0))) for t in sweep_targets]
     bar = progress_bar(progress, len(units), "forced language", unit="call")
     done: dict[str, dict] = {}
     try:
@@ -316,6 +325,7 @@ def forced_language(
         "mode": mode,
         "strength": strength,
         "suppress": suppress,
+        "steps": steps,
         "decoding": decoding,
         "split": {"tune": "first half of each language's held-out paragraphs (sweeps, fluency bars)",
                   "eval": "second half (every reported figure)",
@@ -345,7 +355,8 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
     result = forced_language(
         ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
         n_prompts=spec.n_prompts, prompt_words=spec.prompt_words, mode=spec.mode or DEFAULT_FORCE_MODE,
-        strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS, repetition_penalty=spec.repetition_penalty,
+        strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS, steps=spec.steps,
+        repetition_penalty=spec.repetition_penalty,
         no_repeat_ngram_size=spec.no_repeat_ngram_size, n_baseline=spec.n_baseline, sweep_modes=spec.sweep_modes,
         sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
         sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
@@ -358,7 +369,7 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
 
 def _key(ctx: Context) -> dict:
     # the steering strengths come from the stats; a spec without mode/strength uses the defaults
-    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS]}
+    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, DEFAULT_STEPS]}
 
 
 register(Benchmark(
