@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from steer._io import check_writable_dir, write_json_atomic
-from steer.bench.report import write_report
+from steer.bench.report import forcing_steps_phrase, write_report
 from steer.bench.runner import execute, preamble, result_meta, sections, torch_threads
 from steer.bench.schema import BenchConfig, load_config
 from steer.corpus import Corpus, load_corpus
@@ -124,6 +124,7 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         "forced_language_mode": forced["mode"],
         "forced_language_strength": forced["strength"],
         "forced_language_suppress": forced["suppress"],
+        "forced_language_steps": forced.get("steps"),
         "unsteered_in_source_language": forced["unsteered"]["in_source_language"],
         "neurons_per_layer": zhang.counts_per_layer(),
         "neurons_total": {name: {"specific": int(n.class_mask("specific").sum()),
@@ -164,7 +165,8 @@ def summary_section(summary: dict) -> str:
         f"diagonal > off-diagonal: {yes[summary['diagonal_exceeds_offdiagonal']]}; diagonal > random: "
         f"{yes[summary['diagonal_exceeds_random_control']]}.",
         f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}, "
-        f"suppress {summary['forced_language_suppress']}) gives fluent text in the target for "
+        f"suppress {summary['forced_language_suppress']}, "
+        f"{forcing_steps_phrase(summary.get('forced_language_steps'))}) gives fluent text in the target for "
         f"{summary['forced_language_success']:.0%} of (source, target) continuations of the evaluation half "
         f"({summary['forced_language_success_raw']:.0%} detected as the target, fluent or not; unsteered "
         f"{summary['forced_language_unsteered_rate']:.0%}; the model's own text in the target passes the same test "

@@ -78,7 +78,8 @@ def delta_ppl_section(result: dict, figure: str, variant: str = "specific+relate
     return "\n".join(lines)
 
 
-def _steps(steps: int | None) -> str:
+def forcing_steps_phrase(steps: int | None) -> str:
+    """How long a forced run pushed, in words (`steps` as in `Intervention.steps`)."""
     return "forcing every step" if steps is None else f"forcing the first {steps} steps"
 
 
@@ -87,7 +88,7 @@ def forced_section(result: dict, figure: str) -> str:
     extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in decoding.items()
                       if k in ("repetition_penalty", "no_repeat_ngram_size") and v is not None)
     lines = [f"## Forced language ({result['method']}, mode {result['mode']}, strength {result['strength']:g}, "
-             f"suppress {result.get('suppress', 'others')}, {_steps(result.get('steps'))}"
+             f"suppress {result.get('suppress', 'others')}, {forcing_steps_phrase(result.get('steps'))}"
              f"{', ' + extra if extra else ''})", "",
              f"![forced language]({figure})", ""]
     unsteered = result["unsteered"]
