@@ -133,7 +133,8 @@ def main() -> None:
         return "/".join(str(setting[k]) for k in fields if setting[k] is not None)
 
     def score(setting: dict, half: str, k: int) -> dict:
-        forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase", "steps")}
+        forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase")}
+        forcing["steps"] = setting["steps"] or 0  # generate's 0: every step (None would be its DEFAULT_STEPS)
         raw, fluent, per_target, pairs = [], [], {}, {}
         for target in languages:
             done = unit(f"{half}{k}/{name_of(setting)}/{target}", half, k, target, forcing, setting["neurons"])

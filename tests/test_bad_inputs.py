@@ -659,7 +659,7 @@ CASES: list[Case] = [
     api("toml-delta-ppl-n-texts-negative", lambda e: _toml(e, GOOD_TOML + "n_texts = -3\n"), ValueError, r"\[bench\.delta_ppl\]: n_texts must be at least 1"),
     api("toml-delta-ppl-n-random-negative", lambda e: _toml(e, GOOD_TOML + "n_random = -1\n"), ValueError, r"n_random must be at least 0"),
     api("toml-forced-unknown-mode", lambda e: _toml(e, GOOD_TOML + '[bench.forced]\nmode = "loud"\n'), ValueError, r"unknown mode 'loud'"),
-    api("toml-forced-negative-steps", lambda e: _toml(e, GOOD_TOML + '[bench.forced]\nsteps = -2\n'), ValueError, r"steps must be a whole number of new tokens to force \(0: every one\), got -2"),
+    api("toml-forced-negative-steps", lambda e: _toml(e, GOOD_TOML + '[bench.forced]\nsteps = -2\n'), ValueError, r"steps must be a whole number: how many new tokens to force \(0: every one; default 4\), got -2"),
     api("toml-transfer-batch-size-zero", lambda e: _toml(e, GOOD_TOML + "[bench.transfer]\nbatch_size = 0\n"), ValueError, r"\[bench\.transfer\]: batch_size must be at least 1"),
     api("toml-duplicate-languages", lambda e: _toml(e, GOOD_TOML.replace('["en", "de"]', '["en", "de", "en"]')),
         ValueError, r"\[corpus\]: languages lists a language twice"),

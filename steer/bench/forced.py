@@ -59,9 +59,10 @@ class ForcedBench:
         for choice in [self.suppress, *self.sweep_suppress]:
             if choice is not None and choice not in SUPPRESS:
                 raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0):
-            raise ValueError(f"{where}: steps must be a whole number of new tokens to force (0: every one), "
-                             f"got {self.steps!r}")
+        try:
+            forcing_steps(self.steps)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
             raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
         check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
