@@ -18,8 +18,10 @@
 #
 # To make the model continue in a target language, `steer.generate(..., stats=stats, force_language=target)`
 # pushes the target's neurons by strength × (their mean on target-language text − their mean on the
-# other languages), from the stats; optionally it also switches off other languages' neurons (keeping
-# those the target shares). Each continuation's language is then detected offline (`steer.detect_language`).
+# other languages), from the stats, while it predicts the first 4 new tokens (`steps`, default
+# `steer.generation.DEFAULT_STEPS`; 0 pushes at every step); the model then goes on by itself.
+# Optionally it also switches off other languages' neurons (keeping those the target shares). Each
+# continuation's language is then detected offline (`steer.detect_language`).
 
 # %%
 import json
