@@ -212,9 +212,8 @@ def generate(
     arithmetic) or a list of languages. `phase` says where the forcing acts: "all" positions, or
     "output" (those that predict a generated token; the rest of the prompt is read unsteered), and
     `steps` stops it once that many new tokens are predicted (None: `DEFAULT_STEPS`; 0: force every
-    step). `repetition_penalty`
-    and `no_repeat_ngram_size` are HF generate's; when forcing a language they default to
-    `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
+    step). `repetition_penalty` and `no_repeat_ngram_size` are HF generate's; when forcing a language
+    they default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns the continuations
     (prompt excluded) and each one's detected language ("und" when the language identifier cannot
     tell). `mode` (default `DEFAULT_FORCE_MODE`), `strength` (default `DEFAULT_STRENGTH[mode]`) and
     `steps` apply to `force_language` only; giving them without it is an error.
