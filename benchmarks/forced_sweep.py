@@ -148,14 +148,16 @@ def main() -> None:
                 "n_neurons": len(neurons[setting["neurons"]]), "continuations": pairs}
 
     print(f"{len(grid)} settings, shard {shard}/{shards}: {len(grid[shard::shards])} here", flush=True)
+    scored = []
     for i, setting in enumerate(grid[shard::shards]):
-        row = score(setting, "tune", args.sweep_prompts)
-        print(f"[{i + 1}] {name_of(setting)}: fluent {row['fluent']:.2f} raw {row['raw']:.2f}", flush=True)
+        scored.append(score(setting, "tune", args.sweep_prompts))
+        print(f"[{i + 1}] {name_of(setting)}: fluent {scored[-1]['fluent']:.2f} raw {scored[-1]['raw']:.2f}", flush=True)
     if shards > 1:
         return
 
-    rows = sorted((score(s, "tune", args.sweep_prompts) for s in grid), key=lambda r: (-r["fluent"], -r["raw"]))
+    rows = sorted(scored, key=lambda r: (-r["fluent"], -r["raw"]))  # one shard: every setting of the grid
     write_json_atomic(args.out / "sweep.json", {"languages": languages, "decoding": decoding, "settings": rows})
+
     def rest(row: dict) -> tuple:
         return row["mode"], row["suppress"], row["phase"], row["steps"] or "all"
 

@@ -216,7 +216,7 @@ def forced_language(
         if choice not in SUPPRESS:
             raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
-    steps = forcing_steps(steps)  # as Intervention.steps: None is every step
+    steps_forced = forcing_steps(steps)  # as Intervention.steps (None: every step), for the key and the result
     sweep_targets = languages if sweep_targets is None else [t for t in sweep_targets if t in languages]
     tune, evaluate = halves({lang: eval_texts[lang] for lang in languages})
     short = [lang for lang in languages if len(tune[lang]) < 1]
@@ -230,7 +230,7 @@ def forced_language(
     key = stable_hash({
         "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
         "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
-        "steps": steps,
+        "steps": steps_forced,
     })
     partial = Partial(checkpoint, key)
 
@@ -238,7 +238,7 @@ def forced_language(
         return continue_prompts(model, neurons, stats, {s: prompts[half][s][:k] for s in languages}, target, forcing,
                                 decoding, batch_size=batch_size)
 
-    setting = dict(mode=mode, strength=strength, suppress=suppress, steps=steps or 0)
+    setting = dict(mode=mode, strength=strength, suppress=suppress, steps=steps)
     units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
              ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
     main = f"{mode}/{strength}/{suppress}"
@@ -246,7 +246,7 @@ def forced_language(
     sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
     for m, s, sup in sweep_settings:
         units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit(
-            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup, steps=steps or 0))) for t in sweep_targets]
+            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup, steps=steps))) for t in sweep_targets]
     bar = progress_bar(progress, len(units), "forced language", unit="call")
     done: dict[str, dict] = {}
     try:
@@ -326,7 +326,7 @@ def forced_language(
         "mode": mode,
         "strength": strength,
         "suppress": suppress,
-        "steps": steps,
+        "steps": steps_forced,
         "decoding": decoding,
         "split": {"tune": "first half of each language's held-out paragraphs (sweeps, fluency bars)",
                   "eval": "second half (every reported figure)",
