@@ -28,6 +28,50 @@ TINY_CONFIGS = {
     "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=3, n_head=4, n_positions=512, n_inner=128),
 }
 
+# One tiny random configuration per architecture that steer is proven on (tests/test_architectures.py):
+# hidden 32, 2 layers, 64 neurons per MLP, 4 heads (2 KV heads where the architecture has GQA), and each
+# architecture's own quirks switched on (soft-capping, sliding windows, multipliers, logit scales).
+_LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=256)
+_MOE = dict(num_experts_per_tok=2)
+ARCH_CONFIGS = {
+    "llama": dict(model_type="llama", **_LLAMA_LIKE),
+    "mistral": dict(model_type="mistral", **_LLAMA_LIKE, sliding_window=None),
+    "qwen2": dict(model_type="qwen2", **_LLAMA_LIKE),
+    "qwen3": dict(model_type="qwen3", **_LLAMA_LIKE, head_dim=8),
+    "gemma": dict(model_type="gemma", **_LLAMA_LIKE, head_dim=8, hidden_act="gelu_pytorch_tanh"),
+    "gemma2": dict(model_type="gemma2", **_LLAMA_LIKE, head_dim=8, query_pre_attn_scalar=8, sliding_window=4,
+                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+                   layer_types=["sliding_attention", "full_attention"]),
+    "gemma3": dict(model_type="gemma3_text", **_LLAMA_LIKE, head_dim=8, query_pre_attn_scalar=8, sliding_window=4,
+                   layer_types=["sliding_attention", "full_attention"]),
+    "olmo": dict(model_type="olmo", **_LLAMA_LIKE),
+    "olmo2": dict(model_type="olmo2", **_LLAMA_LIKE),
+    "granite": dict(model_type="granite", **_LLAMA_LIKE, embedding_multiplier=2.0, residual_multiplier=0.5,
+                    attention_multiplier=0.2, logits_scaling=2.0),
+    "cohere": dict(model_type="cohere", **_LLAMA_LIKE, logit_scale=0.5),
+    "xglm": dict(model_type="xglm", d_model=32, ffn_dim=64, num_layers=2, attention_heads=4,
+                 max_position_embeddings=256),
+    "phi3": dict(model_type="phi3", **_LLAMA_LIKE),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=256),
+    "opt": dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                word_embed_proj_dim=32, max_position_embeddings=256),
+    "falcon": dict(model_type="falcon", hidden_size=32, ffn_hidden_size=64, num_hidden_layers=2,
+                   num_attention_heads=4, max_position_embeddings=256),
+    "stablelm": dict(model_type="stablelm", **_LLAMA_LIKE),
+    "starcoder2": dict(model_type="starcoder2", **_LLAMA_LIKE, sliding_window=None),
+    "smollm3": dict(model_type="smollm3", **_LLAMA_LIKE),
+    "gpt2": dict(model_type="gpt2", n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256),
+    "bloom": dict(model_type="bloom", hidden_size=32, n_layer=2, n_head=4),  # BLOOM's MLP is always 4 × hidden
+    "mixtral": dict(model_type="mixtral", **_LLAMA_LIKE, **_MOE, num_local_experts=4),
+    "qwen2_moe": dict(model_type="qwen2_moe", **_LLAMA_LIKE, **_MOE, moe_intermediate_size=64,
+                      shared_expert_intermediate_size=64, num_experts=4),
+    "qwen3_moe": dict(model_type="qwen3_moe", **_LLAMA_LIKE, **_MOE, head_dim=8, moe_intermediate_size=64,
+                      num_experts=4),
+    "olmoe": dict(model_type="olmoe", **_LLAMA_LIKE, **_MOE, num_experts=4),
+}
+
 BYTE_SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 
@@ -51,16 +95,25 @@ def byte_tokenizer():
 
 
 def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None = None) -> Path:
-    """Build (once) and return the folder of a tiny random model of the given family."""
+    """Build (once) and return the folder of a tiny random model of the given family.
+
+    `arch`: a key of `TINY_CONFIGS` (the models most tests use), or `"arch:NAME"` for `ARCH_CONFIGS[NAME]`
+    (one tiny configuration per architecture steer is proven on).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if arch not in TINY_CONFIGS:
-        raise ValueError(f"unknown tiny architecture '{arch}'; choose from {sorted(TINY_CONFIGS)}")
-    target = Path(root or cache_root() / "tiny") / f"{arch}-seed{seed}"
+    configs = TINY_CONFIGS
+    name = arch
+    if arch.startswith("arch:"):
+        configs, name = ARCH_CONFIGS, arch[len("arch:"):]
+    if name not in configs:
+        raise ValueError(f"unknown tiny architecture '{arch}'; choose from "
+                         f"{sorted(TINY_CONFIGS) + ['arch:' + a for a in sorted(ARCH_CONFIGS)]}")
+    target = Path(root or cache_root() / "tiny") / f"{arch.replace(':', '-')}-seed{seed}"
     if (target / "config.json").exists():
         return target
     tokenizer = byte_tokenizer()
-    settings = dict(TINY_CONFIGS[arch])
+    settings = dict(configs[name])
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **settings

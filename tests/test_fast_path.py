@@ -323,3 +323,19 @@ def test_transformer_lens_refuses_a_gated_point_through_steer_too(tiny):
         with attached(tiny, [("blocks.0.attn.hook_result", lambda x: None)]):
             pass
     assert hook_count(tiny) == 0
+
+
+@pytest.mark.parametrize("arch, inside", [("gemma2", "eager"), ("bloom", "eager"), ("gemma3", "sdpa")])
+def test_the_fast_path_keeps_attention_that_sdpa_cannot_compute(arch, inside, tiny_root, tiny_corpus, one_thread):
+    """Gemma 2's attention-logit soft-capping has no SDPA kernel (transformers raises "`sdpa` attention does
+    not support `softcap`"), and BLOOM's ALiBi attention gives other logits under SDPA: the fast path keeps
+    their own attention, switches the others to SDPA, and gives the bridge's logits; collect runs."""
+    model = steer.load_model(tiny_model_dir(f"arch:{arch}", root=tiny_root))
+    hf = model.original_model
+    seen = []
+    with attached(model, [("blocks.1.mlp.hook_post", lambda x: seen.append(hf.config._attn_implementation))]):
+        bridged, fast, _, _ = _run_both(model, lambda record: SimpleNamespace(remove=lambda: None))
+    assert seen == ["eager", inside] and hf.config._attn_implementation == "eager"
+    torch.testing.assert_close(fast, bridged, atol=1e-5, rtol=1e-5)
+    stats = steer.collect(model, tiny_corpus, batch_size=2, progress=False)
+    assert stats.active.sum() > 0 and stats.tokens.min() > 0

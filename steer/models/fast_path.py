@@ -24,6 +24,9 @@ tests/test_fast_path.py):
   was swapped out (hooking those works). Keeping a bridge component is decided at entry: a hook
   removed inside the block leaves its component bridged (only slower) until the block ends.
 - Nested `fast_path` blocks on one model do nothing more than the outer one.
+- Attention runs as SDPA only where the architecture declares SDPA support (`sdpa_computes`); Gemma 2
+  (attention-logit soft-capping: no SDPA kernel), BLOOM (ALiBi) and XGLM keep their own implementation,
+  which is what the bridge runs too.
 
 Everything is restored on exit, also after an exception.
 """
@@ -42,6 +45,14 @@ from steer.hooks import exclusive
 _REGISTER_METHODS = frozenset({"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
                                "register_full_backward_pre_hook", "register_backward_hook"})
 _ACTIVE = "_steer_fast_path"
+
+
+def sdpa_computes(hf_model: nn.Module) -> bool:
+    """Whether torch's SDPA computes this model's attention: its class says so (transformers'
+    `_supports_sdpa`; Gemma 2 says no, its attention-logit soft-capping has no SDPA kernel, and neither do
+    BLOOM's ALiBi or XGLM's attention, which never declare it). Elsewhere the fast path keeps the
+    architecture's own attention implementation."""
+    return bool(getattr(type(hf_model), "_supports_sdpa", False))
 
 
 def _original(module: nn.Module) -> nn.Module | None:
@@ -158,7 +169,8 @@ def _refuse(root: nn.Module, module: nn.Module, *args, **kwargs):
 
 @contextlib.contextmanager
 def fast_path(model) -> Iterator[None]:
-    """While active, the HF model runs as plain HF (SDPA attention) except where hooks are attached.
+    """While active, the HF model runs as plain HF (SDPA attention where `sdpa_computes`, else the
+    architecture's own) except where hooks are attached.
 
     Attach hooks first, then enter: each bridge component is swapped back for its original HF module
     unless a hook attached at entry needs it (a hook on one of its hook points or on the component
@@ -199,8 +211,9 @@ def _fast_path(model) -> Iterator[None]:
                 attrs = module.__dict__
                 attrs.update(dict.fromkeys(_REGISTER_METHODS, functools.partial(_refuse, model, module)))
                 guarded.append(attrs)
-        for config in configs:
-            config._attn_implementation = "sdpa"
+        if sdpa_computes(hf_model):
+            for config in configs:
+                config._attn_implementation = "sdpa"
         yield
     finally:
         for module, name, child in reversed(swaps):
