@@ -6,12 +6,15 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steer-installed
 
-.PHONY: install demo test test-fast bench notebooks clean
+.PHONY: install demo test test-fast test-wheel bench notebooks clean
 
+# The distribution was named `steer` before it became `steer-neurons` (the import name is the same): an
+# environment made then loses the old one first.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip uninstall --quiet --yes steer 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -20,11 +23,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/steer demo --out demo_out
 
+# The whole suite on the checkout, after the unit tests on the wheel a user would install (test-wheel):
+# both always run, and `make test` fails when either does.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	status=0; PY=$(BIN)/python bash .ci/test-wheel || status=$$?; \
+	$(BIN)/python -m pytest -q -ra || status=$$?; exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
+
+# A wheel built from the checkout, installed into a fresh venv, passes the non-integration tests (.ci/test-wheel).
+test-wheel: $(STAMP)
+	PY=$(BIN)/python bash .ci/test-wheel
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py

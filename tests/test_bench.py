@@ -289,7 +289,7 @@ def test_config_parses_and_round_trips(tmp_path):
 
 
 def test_demo_toml_is_the_demo_config():
-    packaged = ROOT / "steer" / "bench" / "demo.toml"
+    packaged = Path(steer.bench.__file__).parent / "demo.toml"  # the installed package's (the wheel's, in test-wheel)
     assert load_config(packaged).to_dict() == demo_config().to_dict()
     assert not (ROOT / "benchmarks" / "demo.toml").exists()  # one demo config, shipped as package data
 

@@ -26,12 +26,15 @@ from pathlib import Path
 
 import pytest
 
+import steer
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 jupytext = pytest.importorskip("jupytext")
 
 ROOT = Path(__file__).resolve().parent.parent
+STEER = Path(steer.__file__).resolve().parent  # the package these tests import
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "03_forced_language_generation",
          "04_alignment_and_language_neurons"]
@@ -69,15 +72,16 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[Path, float]:
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if key not in os.environ:
             monkeypatch.setenv(key, "1")
-    # The kernel imports the steer under test (this checkout), wherever the environment's install points.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # The kernel imports the steer under test (this checkout, or the installed wheel under `make test-wheel`),
+    # wherever the environment's install points.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(STEER.parent), os.environ.get("PYTHONPATH")])))
     jupyter = _kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(jupyter), os.environ.get("JUPYTER_PATH")])))
 
     nb = jupytext.read(NOTEBOOKS / f"{name}.py")  # the source: code and markdown, no outputs
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), f"{name} has stored outputs"
     # First cell: fail at once if the kernel is not this interpreter's environment, or imports another steer.
-    init = str((ROOT / "steer" / "__init__.py").resolve())
+    init = str((STEER / "__init__.py").resolve())
     nb.cells.insert(0, nbformat.v4.new_code_cell(
         "import os, sys\n"
         f"assert sys.prefix == {sys.prefix!r}, f'kernel runs {{sys.executable}}, not the test environment'\n"
