@@ -407,32 +407,6 @@ def test_run_demo_quick_writes_summary_and_report(tmp_path, bench_model_dir):
     assert again["diagonal_mean_delta_logppl"] == summary["diagonal_mean_delta_logppl"]
 
 
-def test_alignment_claims_on_synthetic_sets():
-    import torch
-
-    from steer.bench.alignment import alignment_claims, alignment_markdown
-    from steer.bench.compare import compare_neuron_sets
-    from steer.neurons import NeuronSet
-
-    before = torch.zeros(3, 1, 8, dtype=torch.bool)
-    before[0, 0, 0] = before[1, 0, 1] = before[2, 0, 2] = True  # three specific neurons
-    after = before.clone()
-    after[0, 0, 2] = after[2, 0, 1] = True  # neuron 2 now shared by en+fr, neuron 1 by de+fr
-    base = NeuronSet(["en", "de", "fr"], before)
-    aligned = NeuronSet(["en", "de", "fr"], after)
-    compare = compare_neuron_sets(base, aligned, trained=["de"])
-    ppl = {"en": {"base": 3.0, "aligned": 2.9, "change": -0.1}, "de": {"base": 4.0, "aligned": 3.5, "change": -0.5},
-           "fr": {"base": 5.0, "aligned": 5.2, "change": 0.2}}
-    claims = alignment_claims(compare, ppl, trained=["de"], low_resource=["de", "fr"])
-    assert claims["specific_to_related"] == {"holds": True, "specific": [3, 1], "related": [0, 2]}
-    assert claims["spontaneous_alignment"]["holds"]  # en+fr: specific 2 -> 1, related 0 -> 2
-    assert claims["lifts_low_resource"]["mean_log_ppl_change"]["low_resource_trained"] == -0.5
-    assert claims["lifts_low_resource"]["holds"]  # low-resource de, fr: (-0.5 + 0.2) / 2 < 0
-    assert claims["spontaneous_alignment"]["untrained_related"] == [0, 3]
-    text = alignment_markdown(claims, ppl, ["de"])
-    assert "spontaneous alignment" in text and "| fr | no | 5.000 | 5.200 | +0.200 |" in text
-
-
 def test_the_benchmark_configs_in_benchmarks_load():
     from pathlib import Path
 

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
 from steer._io import check_writable_dir, file_header, write_json_atomic, write_text_atomic
 from steer.bench.plots import plot_compare
 from steer.bench.registry import Benchmark, Context, Job, register
@@ -46,6 +51,53 @@ def _change(a: float, b: float) -> dict:
     return {"a": a, "b": b, "change": b - a, "relative": (b - a) / a if a else None}
 
 
+# Resampling noise for a count's change: neurons are drawn with replacement (the same draw for every count),
+# and a change is "shown" only where its percentile interval excludes zero.
+N_BOOTSTRAP = 2000
+LEVEL = 0.95
+
+
+def neuron_bootstrap(values: Int[Tensor, "neuron stat"], *, n_boot: int = N_BOOTSTRAP, level: float = LEVEL,
+                     seed: int = 0) -> list[list[float]]:
+    """Per column, the `level` percentile interval of the column's sum when the rows (neurons) are resampled
+    with replacement, `n_boot` times.
+
+    Exact and cheap at any model size: a resample's sums depend only on how often each *distinct* row is
+    drawn, which is one multinomial draw over the distinct rows (a few dozen; the values are small counts).
+    """
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise ValueError(f"neuron_bootstrap needs a [neuron, stat] table with at least one row, got {tuple(values.shape)}")
+    rows, counts = torch.unique(values.to(torch.int64), dim=0, return_counts=True)
+    counts = counts.to(torch.float64).numpy()
+    draws = np.random.default_rng(seed).multinomial(int(values.shape[0]), counts / counts.sum(), size=n_boot)
+    sums = torch.from_numpy(draws).to(torch.float64) @ rows.to(torch.float64)  # [boot, stat]
+    tail = (1 - level) / 2
+    bounds = torch.quantile(sums, torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)  # [2, stat]
+    return bounds.T.tolist()
+
+
+def shown(ci: Sequence[float] | None, direction: int) -> str:
+    """'holds' when the interval lies wholly on the side `direction` (+1 up, -1 down) of zero, 'does not hold'
+    when wholly on the other side, 'not shown' when it spans zero (or there is none)."""
+    if ci is None:
+        return "not shown"
+    low, high = direction * ci[0], direction * ci[1]
+    if min(low, high) > 0:
+        return "holds"
+    if max(low, high) < 0:
+        return "does not hold"
+    return "not shown"
+
+
+def combined(verdicts: Sequence[str]) -> str:
+    """All parts shown to hold: holds; any part shown to fail: does not hold; otherwise: not shown."""
+    if verdicts and all(v == "holds" for v in verdicts):
+        return "holds"
+    if "does not hold" in verdicts:
+        return "does not hold"
+    return "not shown"
+
+
 def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | None = None) -> dict:
     """What changed from A to B. Both sets must have the same shape (layers × neurons).
 
@@ -65,6 +117,10 @@ def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | Non
 
     sharing_a, sharing_b = a.counts_by_sharing(), b.counts_by_sharing()
     by_sharing = {str(n): _change(sharing_a.get(n, 0), sharing_b.get(n, 0)) for n in range(1, len(common) + 1)}
+    # Per neuron, what it adds to each count in A and in B (columns named in `stats`), for the intervals.
+    spec_a, spec_b = a.class_mask("specific").flatten(), b.class_mask("specific").flatten()
+    rel_a, rel_b = a.class_mask("related").flatten(), b.class_mask("related").flatten()
+    stats = {"specific": (spec_a, spec_b), "related": (rel_a, rel_b)}
 
     layers_a, layers_b = a.counts_per_layer(), b.counts_per_layer()
     per_layer = {cls: {"a": layers_a[cls], "b": layers_b[cls],
@@ -96,7 +152,9 @@ def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | Non
         "per_layer": per_layer,
         "overlap": overlap,
         "per_language": per_language,
+        "class_change": None,  # specific (N = 1) and related (N > 1) neurons, A -> B, with intervals
         "trained_vs_untrained": None,
+        "noise": {"resampled": "neurons", "n_boot": N_BOOTSTRAP, "level": LEVEL, "seed": 0},
     }
     if trained is not None:
         trained = list(trained)
@@ -106,6 +164,12 @@ def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | Non
         untrained = [lang for lang in common if lang not in trained]
         groups = {"trained": trained, "untrained": untrained}
         table = {"trained": trained, "untrained": untrained}
+        for group, langs in groups.items():
+            rows = [common.index(lang) for lang in langs]
+            member_a = a.membership[rows].reshape(len(rows), -1)
+            member_b = b.membership[rows].reshape(len(rows), -1)
+            for cls, (mask_a, mask_b) in (("specific", (spec_a, spec_b)), ("related", (rel_a, rel_b))):
+                stats[f"{cls}/{group}"] = ((member_a & mask_a).sum(0), (member_b & mask_b).sum(0))
         for cls in ("specific", "related"):
             table[cls] = {}
             for group, langs in groups.items():
@@ -119,13 +183,29 @@ def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | Non
                 entry["mean_per_language_b"] = total_b / len(langs)
                 entry["mean_change_per_language"] = (total_b - total_a) / len(langs)
                 table[cls][group] = entry
-        same = []
-        for cls in ("specific", "related"):
-            t, u = table[cls]["trained"], table[cls]["untrained"]
-            if t is not None and u is not None and t["change"] != 0:
-                same.append((t["change"] > 0) == (u["change"] > 0) and u["change"] != 0)
-        table["untrained_follow_trained"] = all(same) if same else None
         result["trained_vs_untrained"] = table
+    names = list(stats)
+    change = torch.stack([stats[name][1].to(torch.int64) - stats[name][0].to(torch.int64) for name in names], 1)
+    intervals = dict(zip(names, neuron_bootstrap(change)))
+    result["class_change"] = {cls: {**_change(int(stats[cls][0].sum()), int(stats[cls][1].sum())),
+                                    "ci": intervals[cls]} for cls in ("specific", "related")}
+    if trained is not None:
+        table = result["trained_vs_untrained"]
+        follow = []
+        for cls in ("specific", "related"):
+            for group in ("trained", "untrained"):
+                if table[cls][group] is not None:
+                    table[cls][group]["ci"] = intervals[f"{cls}/{group}"]
+            t, u = table[cls]["trained"], table[cls]["untrained"]
+            if t is None or u is None:
+                continue
+            direction = {"holds": 1, "does not hold": -1}.get(shown(t["ci"], 1))
+            if direction is not None:  # the trained languages' change is shown: do the untrained follow it?
+                follow.append(shown(u["ci"], direction))
+        # True: every shown trained change is followed beyond noise; False: one is reversed beyond noise;
+        # None: not shown either way (intervals span zero, or no trained change beyond noise).
+        verdict = combined(follow) if follow else "not shown"
+        table["untrained_follow_trained"] = {"holds": True, "does not hold": False}.get(verdict)
     return result
 
 
@@ -133,7 +213,8 @@ def _fmt_change(entry: dict | None) -> str:
     if entry is None:
         return "–"
     rel = f" ({entry['relative']:+.0%})" if entry.get("relative") is not None else ""
-    return f"{entry['a']} → {entry['b']} ({entry['change']:+d}){rel}"
+    ci = f", CI {entry['ci'][0]:+.0f} … {entry['ci'][1]:+.0f}" if entry.get("ci") is not None else ""
+    return f"{entry['a']} → {entry['b']} ({entry['change']:+d}{ci}){rel}"
 
 
 def compare_markdown(result: dict, figure: str | None = None) -> str:
@@ -167,11 +248,16 @@ def compare_markdown(result: dict, figure: str | None = None) -> str:
             lines.append(f"| {group} | {', '.join(table[group]) or '–'} | {_fmt_change(table['specific'][group])} | "
                          f"{_fmt_change(table['related'][group])} |")
         follow = table["untrained_follow_trained"]
-        if follow is not None:
-            lines += ["", ("Untrained languages change in the same direction as trained ones "
-                           "(consistent with spontaneous multilingual alignment)." if follow else
-                           "Untrained languages do not change in the same direction as trained ones "
-                           "(no sign of spontaneous multilingual alignment here).")]
+        noise = result.get("noise") or {}
+        level = f"{noise.get('level', LEVEL):.0%} intervals over resampled neurons"
+        if follow is None:
+            lines += ["", f"Whether untrained languages change in the same direction as trained ones is not shown: "
+                          f"the {level} of the changes include zero."]
+        else:
+            lines += ["", ("Untrained languages change in the same direction as trained ones, beyond the "
+                           f"{level} (consistent with spontaneous multilingual alignment)." if follow else
+                           "Untrained languages change in the opposite direction to trained ones, beyond the "
+                           f"{level} (no sign of spontaneous multilingual alignment here).")]
     return "\n".join(lines) + "\n"
 
 
