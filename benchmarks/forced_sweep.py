@@ -1,26 +1,23 @@
 """Choose the forced-language setting on the tuning half, then measure it on the evaluation half.
 
-    python benchmarks/forced_sweep.py --out forced_sweep/ [--neurons zhang2025,lape,specificity:500@12-17]
-        [--modes diffmean,std] [--strengths 1,2] [--suppress source,none] [--phases all,output] [--steps all,4]
-        [--settings 'zhang2025/diffmean/2/source/all;lape/std/1/none/output/4'] [--shard 0/2] [--threads 1]
-        [--eval-top 1]
+    python benchmarks/forced_sweep.py --out DIR [--prompt prefix|sentence] [--neurons specificity:1000,lape]
+        [--modes diffmean] [--strengths 1,2] [--suppress none] [--phases all] [--steps 4,0]
+        [--settings 'specificity:1000/diffmean/2/none/all/4;...'] [--sweep-prompts 3] [--shard 0/2]
+        [--eval SETTING] [--eval-prompts 3] [--n-random 3] [--threads 1]
 
-1. statistics (`steer.collect`, --max-tokens per language, with sq_sums for the "std" push) on the embedded
-   model, and each neuron set of --neurons: a method (zhang2025, lape, specificity:K for K neurons per
-   language), optionally restricted to a range of layers (@12-17);
-2. the sweep: every neurons × mode × strength × suppress × phase × steps setting (steps: force only until that
-   many new tokens are predicted; "all": every step) continues the first
-   --sweep-prompts prompts of each source language's tuning half, forced to every other language; raw and
-   fluent success (`steer.bench.forced.judge`) against bars from the unsteered model's own text (the first
-   --n-baseline tuning prompts per language);
-3. the --eval-top settings with the highest fluent success are measured on the first --eval-prompts prompts
-   of each language's evaluation half (all ordered pairs), beside the unsteered rate and the ceiling (the
-   model's own text in the target judged the same way).
-Every continuation uses the same decoding (greedy, --repetition-penalty, --no-repeat-ngram-size).
---shard i/n runs every n-th setting only (run n of them side by side, one thread each; a run without
---shard then reuses all their units). Units are saved in OUT/units-KEY-*.json as they finish; tables go to
-stdout and OUT/sweep.json, OUT/eval.json; for every mode/suppress/phase/steps swept over more than one neuron set and
-strength, OUT/grid-MODE-SUPPRESS-PHASE-STEPS.png shows fluent success per target over that neurons × strength grid.
+A thin command line over `steer.bench.forced` (`ForcedRun`): the protocol, the judge and the
+controls are the library's, as in the `[bench.forced]` benchmark.
+1. statistics (`steer.collect`, --max-tokens per language, with sq_sums) on the embedded model, cached in
+   DIR; the neuron sets of the settings (`steer.bench.forced.neuron_set`: zhang2025, lape, specificity:K,
+   each optionally @first-last layers);
+2. the sweep: each setting (neurons/mode/strength/suppress/phase/steps; steps 0 = every step) forces every
+   ordered pair of the *tuning* half, --sweep-prompts prompts per pair, each from its own paragraph (at least
+   20 paragraphs per target); raw and fluent success with 95% intervals over paragraphs -> DIR/sweep-PROMPT.json;
+3. --eval SETTING (or --eval best: the sweep's best fluent setting; a one-shard run only) measures one
+   setting on the *evaluation* half with every control (unsteered, --n-random random-neuron seeds, own-text
+   and human-text ceilings) -> DIR/eval-PROMPT.json (a `ForcedResult` with the command and the commit).
+Units are saved as they finish in DIR/units-KEY-*.json (KEY: a hash of what they depend on), so runs resume,
+and --shard i/n runs every n-th setting (n of them side by side; a later run reuses all their units).
 """
 
 from __future__ import annotations
@@ -28,178 +25,152 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+FIELDS = ("neurons", "mode", "strength", "suppress", "phase", "steps")
 
-def neuron_set(spec: str, stats):
-    """'zhang2025', 'lape', 'specificity:500', each optionally '@first-last' (layers)."""
-    import steer
 
-    name, _, layers = spec.partition("@")
-    method, _, k = name.partition(":")
-    neurons = steer.identify(stats, method=method, **({"n_per_language": int(k)} if k else {}))
-    if layers:
-        first, last = (int(x) for x in layers.split("-"))
-        neurons = neurons.select(layers=range(first, last + 1), classes=("specific", "related"))
-    return neurons
+def parse_setting(text: str) -> dict:
+    values = text.split("/")
+    if not 4 <= len(values) <= 6:
+        raise SystemExit(f"a setting is neurons/mode/strength/suppress[/phase[/steps]], got '{text}'")
+    setting = dict(zip(FIELDS, values))
+    setting["strength"] = float(setting["strength"])
+    setting.setdefault("phase", "all")
+    setting["steps"] = int(setting["steps"]) if "steps" in setting else None
+    return setting
+
+
+def commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--languages", default=None, help="default: the embedded corpus' ten")
+    parser.add_argument("--corpus", default=None, help="a corpus name or path (default: the embedded one)")
     parser.add_argument("--max-tokens", type=int, default=10000, help="statistics tokens per language")
-    parser.add_argument("--neurons", default="zhang2025")
+    parser.add_argument("--prompt", default="prefix", choices=("prefix", "sentence"))
+    parser.add_argument("--neurons", default="specificity:1000")
     parser.add_argument("--modes", default="diffmean")
-    parser.add_argument("--strengths", default="1,2,4")
-    parser.add_argument("--suppress", default="source")
+    parser.add_argument("--strengths", default="2")
+    parser.add_argument("--suppress", default="none")
     parser.add_argument("--phases", default="all")
-    parser.add_argument("--steps", default="all", help="comma list of new-token counts to force for, or all")
-    parser.add_argument("--sweep-prompts", type=int, default=1)
-    parser.add_argument("--eval-prompts", type=int, default=2)
-    parser.add_argument("--eval-top", type=int, default=1, help="how many of the best settings to evaluate")
-    parser.add_argument("--n-baseline", type=int, default=20, help="tuning prompts per language for the bars")
+    parser.add_argument("--steps", default="4", help="comma list of new-token counts to force for (0: every one)")
+    parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress[/phase[/steps]];...'")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the sweep (e.g. with --eval SETTING)")
+    parser.add_argument("--sweep-prompts", type=int, default=3, help="prompts per (source, target) pair, tuning half")
+    parser.add_argument("--eval", default=None, help="a setting to measure on the evaluation half, or 'best'")
+    parser.add_argument("--eval-prompts", type=int, default=3, help="prompts per pair, evaluation half")
+    parser.add_argument("--n-random", type=int, default=3, help="random-neuron control seeds")
+    parser.add_argument("--n-baseline", type=int, default=40, help="tuning prompts per language for the bars")
     parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--repetition-penalty", type=float, default=1.2)
-    parser.add_argument("--no-repeat-ngram-size", type=int, default=3)
-    parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress/phase[/steps];...'")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="default: the library's")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="default: the library's")
+    parser.add_argument("--seed", type=int, default=0, help="the paragraph draw")
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th setting from the i-th, no evaluation")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    if args.settings:
+        grid = [parse_setting(text) for text in args.settings.split(";")]
+    else:
+        grid = [parse_setting("/".join(values)) for values in itertools.product(
+            args.neurons.split(","), args.modes.split(","), args.strengths.split(","), args.suppress.split(","),
+            args.phases.split(","), args.steps.split(","))]
+    grid = [] if args.no_sweep else grid
+    chosen = None if args.eval in (None, "best") else parse_setting(args.eval)
+    if args.eval == "best" and (shards > 1 or not grid):
+        raise SystemExit("--eval best needs the whole sweep in one run (no --shard, no --no-sweep)")
 
     import torch
 
     import steer
     from steer._io import write_json_atomic
-    from steer.bench._common import Partial, read_keyed, stable_hash, texts_fingerprint
-    from steer.bench.forced import continue_prompts, halves, judge, make_prompts, own_language_bars
-    from steer.bench.plots import plot_forced_grid
+    from steer.bench.forced import ForcedRun, Setting, neuron_set
+    from steer.bench.plots import plot_forced, plot_forced_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    shard, shards = (int(x) for x in args.shard.split("/"))
     args.out.mkdir(parents=True, exist_ok=True)
     model = steer.load_model()
-    corpus = steer.load_corpus(progress=False)
+    corpus = steer.load_corpus(args.corpus, progress=False)
     languages = args.languages.split(",") if args.languages else corpus.languages
-    stats_dir = args.out / f"stats-{args.max_tokens}-sq"
+    stats_dir = args.out / f"stats-{'-'.join(languages)}-{args.max_tokens}-sq"
     try:
         stats = steer.ActivationStats.load(stats_dir, model=model)
-    except ValueError:
+    except (ValueError, OSError):
         stats = steer.collect(model, corpus, languages=languages, max_tokens_per_language=args.max_tokens,
                               max_length=128, sq_sums=True, checkpoint=args.out / "checkpoint")
         stats.save(stats_dir)
-    specs = args.neurons.split(",") + ([s.split("/")[0] for s in args.settings.split(";")] if args.settings else [])
-    neurons = {spec: neuron_set(spec, stats) for spec in dict.fromkeys(specs)}
-    tune, evaluate = halves({lang: list(corpus.eval[lang]) for lang in languages})
-    prompts = {"tune": make_prompts(tune, languages, max(args.n_baseline, args.sweep_prompts), 8),
-               "eval": make_prompts(evaluate, languages, args.eval_prompts, 8)}
-    decoding = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                    repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
-    # What a unit depends on beyond its name (half, prompt count, setting, target). The files are named by this
-    # key, so a run with other inputs never overwrites another's units.
-    key = stable_hash({"stats": stats.meta.get("plan"), "decoding": decoding, "languages": languages,
-                       "halves": texts_fingerprint({"tune": [tune[lang] for lang in languages],
-                                                    "eval": [evaluate[lang] for lang in languages]}),
-                       "n_baseline": args.n_baseline})
-    known: dict = {}
-    for path in sorted(args.out.glob(f"units-{key}-*.json")):  # every shard's finished units
-        known.update((read_keyed(path, key) or {}).get("done", {}))
-    partial = Partial(args.out / f"units-{key}-{shard}of{shards}.json", key)
+    specs = list(dict.fromkeys([s["neurons"] for s in grid] + ([chosen["neurons"]] if chosen else [])))
+    neurons = {spec: neuron_set(spec, stats) for spec in specs or args.neurons.split(",")[:1]}
+    run = ForcedRun(model, stats, {lang: list(corpus.eval[lang]) for lang in languages}, neurons, languages=languages,
+                    prompt=args.prompt, max_new_tokens=args.new_tokens, repetition_penalty=args.repetition_penalty,
+                    no_repeat_ngram_size=args.no_repeat_ngram_size, n_baseline=args.n_baseline, seed=args.seed,
+                    checkpoint=args.out / f"units-{{key}}-{shard}of{shards}.json",
+                    reuse=[args.out / "units-{key}-*.json"])
+    provenance = {"command": " ".join(["python", *sys.argv]), "commit": commit(), "n_baseline": args.n_baseline,
+                  "stats_tokens_per_language": args.max_tokens}
 
-    first = next(iter(neurons))
-
-    def unit(name: str, half: str, k: int, target: str | None, forcing: dict | None, spec: str | None = None):
-        if name in known:
-            return known[name]
-        chosen = {s: prompts[half][s][:k] for s in languages}
-        return partial.get(name, lambda: continue_prompts(model, neurons[spec or first], stats, chosen, target, forcing,
-                                                          decoding))
-
-    baseline = unit("baseline", "tune", args.n_baseline, None, None)
-    bars = own_language_bars(baseline, languages)
-    fields = ("neurons", "mode", "strength", "suppress", "phase", "steps")
-    if args.settings:
-        grid = [dict(zip(fields, setting.split("/"))) for setting in args.settings.split(";")]
-    else:
-        grid = [dict(zip(fields, values)) for values in itertools.product(
-            args.neurons.split(","), args.modes.split(","), args.strengths.split(","), args.suppress.split(","),
-            args.phases.split(","), args.steps.split(","))]
-    for setting in grid:
-        setting["strength"] = float(setting["strength"])
-        setting["steps"] = None if setting.get("steps", "all") == "all" else int(setting["steps"])
-
-    def name_of(setting: dict) -> str:  # without steps when forcing every step: the names of earlier runs' units
-        return "/".join(str(setting[k]) for k in fields if setting[k] is not None)
-
-    def score(setting: dict, half: str, k: int) -> dict:
-        forcing = {key: setting[key] for key in ("mode", "strength", "suppress", "phase")}
-        forcing["steps"] = setting["steps"] or 0  # generate's 0: every step (None would be its DEFAULT_STEPS)
-        raw, fluent, per_target, pairs = [], [], {}, {}
-        for target in languages:
-            done = unit(f"{half}{k}/{name_of(setting)}/{target}", half, k, target, forcing, setting["neurons"])
-            r, f, nll = judge(done, target, bars[target], range(len(done["sources"])))
-            raw, fluent = raw + r, fluent + f
-            per_target[target] = {"raw": sum(r) / len(r), "fluent": sum(f) / len(f),
-                                  "fluency_nll": sum(nll) / len(nll) if nll else None}
-            pairs[target] = [{"source": s, "text": t, "detected": d, "fluent": ok}
-                             for s, t, d, ok in zip(done["sources"], done["texts"], done["detected"], f)]
-        return {**setting, "raw": sum(raw) / len(raw), "fluent": sum(fluent) / len(fluent), "per_target": per_target,
-                "n_neurons": len(neurons[setting["neurons"]]), "continuations": pairs}
-
-    print(f"{len(grid)} settings, shard {shard}/{shards}: {len(grid[shard::shards])} here", flush=True)
-    scored = []
-    for i, setting in enumerate(grid[shard::shards]):
-        scored.append(score(setting, "tune", args.sweep_prompts))
-        print(f"[{i + 1}] {name_of(setting)}: fluent {scored[-1]['fluent']:.2f} raw {scored[-1]['raw']:.2f}", flush=True)
+    mine = grid[shard::shards]
+    print(f"{len(grid)} settings, shard {shard}/{shards}: {len(mine)} here", flush=True)
+    rows = []
+    for setting in mine:
+        row = run.sweep_cell(Setting(**setting), args.sweep_prompts)
+        rows.append(row.to_dict())
+        print(f"{'/'.join(str(setting[k]) for k in FIELDS)}: fluent {row.rates.fluent_success:.2f} "
+              f"[{row.rates.fluent_success_ci[0]:.2f}, {row.rates.fluent_success_ci[1]:.2f}], raw "
+              f"{row.rates.raw_success:.2f} ({row.rates.n} continuations)", flush=True)
     if shards > 1:
         return
-
-    rows = sorted(scored, key=lambda r: (-r["fluent"], -r["raw"]))  # one shard: every setting of the grid
-    write_json_atomic(args.out / "sweep.json", {"languages": languages, "decoding": decoding, "settings": rows})
-
-    def rest(row: dict) -> tuple:
-        return row["mode"], row["suppress"], row["phase"], row["steps"] or "all"
-
-    for (mode, suppress, phase, steps), group in itertools.groupby(sorted(rows, key=lambda r: tuple(map(str, rest(r)))),
-                                                                  rest):
-        group = sorted(group, key=lambda r: list(neurons).index(r["neurons"]))  # the neurons in the order given
-        if len({r["neurons"] for r in group}) > 1 and len({r["strength"] for r in group}) > 1:
-            path = plot_forced_grid(group, languages, args.out / f"grid-{mode}-{suppress}-{phase}-{steps}.png",
-                                    title=f"fluent success, tuning half ({args.sweep_prompts} prompt per source): {mode}, "
-                                          f"suppress {suppress}, phase {phase}, steps {steps}")
-            print(f"grid figure: {path}")
-    print(f"\nsweep, tuning half ({args.sweep_prompts} prompt per source, {len(languages) * (len(languages) - 1)} "
-          f"pairs), fluent success per target:")
-    print("| neurons | n | mode | strength | suppress | phase | steps | raw | fluent | " + " | ".join(languages) + " |")
-    print("|---" * (9 + len(languages)) + "|")
-    for row in rows:
-        per = " | ".join(f"{row['per_target'][t]['fluent']:.2f}" for t in languages)
-        print(f"| {row['neurons']} | {row['n_neurons']} | {row['mode']} | {row['strength']:g} | {row['suppress']} | "
-              f"{row['phase']} | {row['steps'] or 'all'} | {row['raw']:.2f} | {row['fluent']:.2f} | {per} |")
-
-    if args.eval_top < 1:
+    if rows:
+        rows.sort(key=lambda r: (-r["fluent"], -r["raw"]))
+        write_json_atomic(args.out / f"sweep-{args.prompt}.json",
+                          {**provenance, "languages": languages, "prompt": args.prompt, "half": "tune",
+                           "prompts_per_pair": args.sweep_prompts, "decoding": run.decoding,
+                           "bars": {lang: bar.to_dict() for lang, bar in run.bars().items()}, "settings": rows})
+        groups = itertools.groupby(sorted(rows, key=lambda r: (r["mode"], r["suppress"], r["phase"], str(r["steps"]))),
+                                   lambda r: (r["mode"], r["suppress"], r["phase"], r["steps"]))
+        for (mode, suppress, phase, steps), group in groups:
+            group = list(group)
+            if len({r["neurons"] for r in group}) > 1 and len({r["strength"] for r in group}) > 1:
+                path = plot_forced_grid(group, languages, args.out / f"grid-{args.prompt}-{mode}-{suppress}-{phase}-"
+                                                                     f"{steps or 'all'}.png",
+                                        title=f"fluent success, tuning half ({args.sweep_prompts} prompts per pair, "
+                                              f"{args.prompt}): {mode}, suppress {suppress}, phase {phase}, steps "
+                                              f"{steps or 'all'}")
+                print(f"grid figure: {path}")
+        print(f"\nsweep, tuning half ({args.prompt} prompts, {rows[0]['n']} continuations per setting):")
+        print("| neurons | mode | strength | suppress | phase | steps | raw | fluent [95% CI] | "
+              + " | ".join(languages) + " |")
+        print("|---" * (8 + len(languages)) + "|")
+        for r in rows:
+            per = " | ".join(f"{r['per_target'][t]['fluent']:.2f}" for t in languages)
+            print(f"| {r['neurons']} | {r['mode']} | {r['strength']:g} | {r['suppress']} | {r['phase']} | "
+                  f"{r['steps'] or 'all'} | {r['raw']:.2f} | {r['fluent']:.2f} [{r['fluent_ci'][0]:.2f}, "
+                  f"{r['fluent_ci'][1]:.2f}] | {per} |")
+    if args.eval is None:
         return
-    plain = unit(f"eval{args.eval_prompts}/unsteered", "eval", args.eval_prompts, None, None)
-    own = {t: judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s == t])[1] for t in languages}
-    unsteered = [judge(plain, t, bars[t], [r for r, s in enumerate(plain["sources"]) if s != t])[1] for t in languages]
-    evaluated = []
-    for best in rows[: args.eval_top]:
-        setting = {k: best[k] for k in fields}
-        result = score(setting, "eval", args.eval_prompts)
-        result["unsteered_fluent"] = sum(map(sum, unsteered)) / sum(map(len, unsteered))
-        result["own_text_fluent"] = sum(map(sum, own.values())) / sum(map(len, own.values()))
-        for t in languages:
-            result["per_target"][t]["own_text_fluent"] = sum(own[t]) / len(own[t])
-        evaluated.append(result)
-        print(f"\nevaluation half, {name_of(setting)} ({args.eval_prompts} prompts per source): fluent "
-              f"{result['fluent']:.2f}, raw {result['raw']:.2f}, unsteered fluent {result['unsteered_fluent']:.2f}, "
-              f"own text (ceiling) {result['own_text_fluent']:.2f}")
-        print("| target | raw | fluent | own text fluent | NLL of fluent successes |\n|---|---|---|---|---|")
-        for target, row in result["per_target"].items():
-            nll = "–" if row["fluency_nll"] is None else f"{row['fluency_nll']:.2f}"
-            print(f"| {target} | {row['raw']:.2f} | {row['fluent']:.2f} | {row['own_text_fluent']:.2f} | {nll} |")
-    write_json_atomic(args.out / "eval.json", {"settings": evaluated})
+    if chosen is None:  # the best of the sweep
+        chosen = {k: rows[0][k] for k in FIELDS}
+        chosen["steps"] = 0 if chosen["steps"] is None else chosen["steps"]
+    result = run.report(Setting(**chosen), per_pair=args.eval_prompts, n_random=args.n_random).to_dict()
+    result.update(provenance, neurons=chosen["neurons"])
+    write_json_atomic(args.out / f"eval-{args.prompt}.json", result)
+    plot_forced(result, args.out / f"eval-{args.prompt}.png")
+    from steer.bench.report import forced_table
+
+    print(f"\nevaluation half, {'/'.join(str(chosen[k]) for k in FIELDS)} ({args.prompt} prompts, "
+          f"{args.eval_prompts} per pair):")
+    print("\n".join(forced_table(result)))
 
 
 if __name__ == "__main__":

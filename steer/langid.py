@@ -3,6 +3,12 @@
 ``detect_language(text)`` returns a steer language code (ISO 639-1, as in :mod:`steer.corpus`)
 or ``"und"`` when it cannot tell: empty text or text without letters, a language outside the
 identifier's inventory, or a normalised probability below ``min_confidence``.
+
+Restricting the answer to ``candidates`` renormalises over them, so text in a language outside the
+set comes back as its closest member (Portuguese as ``es`` among steer's default ten, Hindi as
+``zh``): good for a confusion table among known languages, wrong for deciding whether a text *is*
+in a language. ``top_language(texts)`` answers that: the top-1 label over every language the
+identifier knows, whatever its probability.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from functools import lru_cache
 
 from steer.languages import LANGUAGES
 
-__all__ = ["SUPPORTED", "UNSUPPORTED", "UND", "DEFAULT_MIN_CONFIDENCE", "detect_language", "detect_with_confidence"]
+__all__ = ["SUPPORTED", "UNSUPPORTED", "UND", "DEFAULT_MIN_CONFIDENCE", "detect_language", "detect_with_confidence",
+           "top_language"]
 
 UND = "und"
 DEFAULT_MIN_CONFIDENCE = 0.5
@@ -143,3 +150,11 @@ def detect_language(
     if isinstance(text_or_texts, str):
         return detect_with_confidence([text_or_texts], candidates, min_confidence)[0][0]
     return [code for code, _ in detect_with_confidence(list(text_or_texts), candidates, min_confidence)]
+
+
+def top_language(text_or_texts: str | Sequence[str]) -> str | list[str]:
+    """The identifier's top-1 language over *all* its languages (no candidate set, no confidence threshold): a
+    text is in language T only when this is T. "und" for empty text or text without letters."""
+    if isinstance(text_or_texts, str):
+        return detect_with_confidence([text_or_texts], None, 0.0)[0][0]
+    return [code for code, _ in detect_with_confidence(list(text_or_texts), None, 0.0)]

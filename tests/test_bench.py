@@ -302,7 +302,7 @@ def test_demo_quick_and_knobs_set_every_size():
     assert (specs["delta_ppl"].n_random, specs["delta_ppl_lape"].n_random, specs["delta_ppl_variants"].n_random) == (1, 1, 0)
     forced = specs["forced"]
     assert (forced.n_prompts, forced.max_new_tokens, forced.sweep_targets) == (1, 4, None)
-    assert (forced.sweep_modes, forced.sweep_strengths) == (["add"], [2.0])
+    assert (forced.sweep_modes, forced.n_baseline, forced.n_random) == ([], 2, 1)
     assert specs["transfer"].n_texts == 2
     sized = {name: n.params for name, n in quick.neurons.items() if "n_per_language" in n.params}
     from steer.generation import FORCING_NEURONS

@@ -1,62 +1,73 @@
-"""The fluent-success measure and the tuning/evaluation split of the forced-language benchmark."""
+"""The judge of forced continuations (steer.bench.fluency) and the tuning/evaluation split."""
 
 from __future__ import annotations
 
 import pytest
 
-from steer.bench.fluency import MAX_RUN, MIN_DISTINCT_SHARE, Score, bars, degeneracy
-from steer.bench.forced import forced_language, halves
+from steer.bench.fluency import MAX_RUN, MIN_BASELINE, MIN_DISTINCT_SHARE, Bar, Score, bars, degeneracy, judge
+from steer.bench.forced import halves
 
 
 def test_degeneracy_counts_distinct_tokens_and_the_longest_run():
-    assert degeneracy([5, 5, 5, 5]) == (0.25, 4)
-    assert degeneracy([1, 2, 3, 2]) == (0.75, 1)
-    assert degeneracy([1, 2, 2, 2, 3]) == (0.6, 3)
+    assert degeneracy(["a", "a", "a", "a"]) == (0.25, 4)
+    assert degeneracy(["a", "b", "c", "b"]) == (0.75, 1)
+    assert degeneracy(["a", "b", "b", "b", "c"]) == (0.6, 3)
     assert degeneracy([]) == (0.0, 0)
 
 
-def _own(nlls, distinct=0.9, run=1):
-    return [Score(n, 16, distinct, run) for n in nlls]
+def test_degeneracy_is_digit_aware():
+    # Gemma writes 100 as three tokens: one number, not a run of zeros, and not three low-diversity tokens
+    assert degeneracy(["▁In", "▁", "1", "0", "0", "0", "▁steps"]) == (1.0, 1)
+    assert degeneracy(["1", "1", "1", "1", "1"]) == (1.0, 0)
+    assert degeneracy(["▁page", "1", "▁page", "2", "▁page", "3"]) == (4 / 6, 1)
+    assert degeneracy(["▁x", "▁x", "▁x", "▁x", "7"])[1] == 4  # a word loop still counts
 
 
-def test_bars_come_from_own_language_text_with_floors_against_loops():
-    looping = [Score(1.0, 16, 0.2, 8)] * 5  # a baseline that loops cannot make loops fluent
-    bar = bars({"de": _own([1.0, 1.2, 1.4, 1.6, 1.8]), "km": looping}, [])
-    assert bar["de"].nll_max == pytest.approx(1.76) and not bar["de"].pooled
-    assert bar["km"].distinct_min >= MIN_DISTINCT_SHARE and bar["km"].max_run_max <= MAX_RUN
-    assert bar["de"].passes(Score(1.5, 16, 0.9, 1))
-    assert not bar["de"].passes(Score(2.5, 16, 0.9, 1))  # less fluent than the model's own German
-    assert not bar["de"].passes(Score(1.0, 16, 0.3, 1))  # one word over and over
-    assert not bar["de"].passes(Score(None, 0, 0.0, 0))  # nothing generated
+def _own(nlls):
+    return [Score(n, 16, 0.9, 1) for n in nlls]
 
 
-def test_a_language_with_too_few_samples_gets_the_pooled_bar():
-    bar = bars({"de": _own([1.0, 1.1, 1.2, 1.3]), "eu": _own([3.0])}, [])
-    assert bar["eu"].pooled and not bar["de"].pooled
-    fallback = bars({"de": []}, _own([2.0, 2.1, 2.2]))  # no own-language text at all: every unsteered continuation
-    assert fallback["de"].pooled and fallback["de"].n == 3
+def test_the_bar_is_the_95th_percentile_of_own_text_and_the_repetition_limits_are_absolute():
+    nlls = [1.0 + 0.1 * i for i in range(MIN_BASELINE)]
+    bar = bars({"de": _own(nlls)}, [])["de"]
+    assert bar.source == "own" and not bar.pooled and bar.n == MIN_BASELINE
+    assert bar.nll_max == pytest.approx(1.0 + 0.1 * 0.95 * (MIN_BASELINE - 1))
+    assert (bar.distinct_min, bar.max_run_max) == (MIN_DISTINCT_SHARE, MAX_RUN) == (0.5, 3)
+    assert bar.passes(Score(1.5, 16, 0.9, 1))
+    assert bar.failure(Score(9.0, 16, 0.9, 1)) == "nll"  # less fluent than the model's own German
+    assert bar.failure(Score(1.0, 16, 0.3, 1)) == "distinct"  # one word over and over
+    assert bar.failure(Score(1.0, 16, 0.9, 4)) == "run"
+    assert bar.passes(Score(1.0, 16, 0.5, 3))  # exactly at the limits
+    assert bar.failure(Score(None, 0, 0.0, 0)) == "empty"
+
+
+def test_too_few_own_samples_fall_back_to_a_labelled_bar():
+    many = _own([1.0 + 0.01 * i for i in range(MIN_BASELINE)])
+    got = bars({"de": many, "eu": _own([3.0] * (MIN_BASELINE - 1))}, [])
+    assert got["de"].source == "own" and got["eu"].source == "pooled" and got["eu"].n == 2 * MIN_BASELINE - 1
+    fallback = bars({"de": _own([2.0])}, _own([2.0 + 0.01 * i for i in range(5)]))
+    assert fallback["de"].source == "unsteered" and fallback["de"].pooled and fallback["de"].n == 5
+    assert Bar.from_dict(fallback["de"].to_dict()) == fallback["de"]
+    with pytest.raises(ValueError, match="no unsteered continuation"):
+        bars({"de": []}, [])
+
+
+def test_the_judge_wants_the_target_fluent_text_and_no_copy_of_another_prompts_continuation():
+    bar = Bar(nll_max=3.0, n=30)
+    ok = Score(2.0, 16, 0.9, 1)
+    texts = ["Das ist gut.", "Das ist gut.", "Ganz anders hier.", "Un texte français.", "Schlecht.", ""]
+    detected = ["de", "de", "de", "fr", "de", "und"]
+    scores = [ok, ok, ok, ok, Score(5.0, 16, 0.9, 1), Score(None, 0, 0.0, 0)]
+    verdicts = judge(texts, detected, scores, "de", bar)
+    assert [v.reason for v in verdicts] == ["duplicate", "duplicate", None, "language", "nll", "language"]
+    assert [v.in_target for v in verdicts] == [True, True, True, False, True, False]
+    assert [v.fluent for v in verdicts] == [False, False, True, False, False, False]
 
 
 def test_the_split_halves_every_language_at_the_same_paragraph():
     texts = {"en": [f"e{i}" for i in range(10)], "de": [f"d{i}" for i in range(10)]}
     tune, evaluate = halves(texts)
     assert tune["en"] == [f"e{i}" for i in range(5)] and evaluate["de"] == [f"d{i}" for i in range(5, 10)]
-
-
-def test_sweeps_read_the_tuning_half_and_figures_the_evaluation_half(tiny, tiny_stats):
-    import steer
-
-    tiny_neurons = steer.identify(tiny_stats, method="zhang2025", top_rate=0.2)  # every language has neurons
-    words = "one two three four five six seven eight nine"
-    texts = {lang: [f"{lang} tune {i} {words}" for i in range(3)] + [f"{lang} eval {i} {words}" for i in range(3)]
-             for lang in tiny_neurons.languages}
-    result = forced_language(tiny, tiny_neurons, tiny_stats, texts, n_prompts=1, n_baseline=2, sweep_modes=["add"],
-                             sweep_strengths=[1.0], sweep_n_prompts=1, max_new_tokens=3, progress=False)
-    assert all(" eval " in p for prompts in result["prompts"].values() for p in prompts)
-    assert {row["mode"] for row in result["sweep"]["settings"]} == {"add"}
-    assert result["sweep"]["half"] == "tune"
-    assert 0.0 <= result["fluent_success_rate"] <= result["success_rate"] <= 1.0
-    assert set(result["per_target"]) == set(tiny_neurons.languages)
 
 
 def test_the_sweep_grid_keeps_the_neuron_order_sorts_strengths_and_marks_missing_cells(tmp_path):

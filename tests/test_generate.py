@@ -62,22 +62,22 @@ def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons,
 
 @pytest.mark.integration
 def test_forced_language_gives_fluent_text_on_gemma(gemma):
-    """At the defaults, on the evaluation half: fluent text in the target, far above the unsteered rate."""
+    """At the defaults, on the evaluation half: fluent text in the target, above the unsteered rate and the same push
+    on random neurons by more than the intervals' overlap (direction and margin, not a copied number)."""
     from steer.bench.forced import forced_language
-    from steer.generation import DEFAULT_DECODING, forcing_neurons
+    from steer.generation import forcing_neurons
 
-    languages = ["en", "de", "fr", "es", "ru"]
+    languages = ["en", "de", "fr"]
     corpus = steer.load_corpus().subset(languages=languages, max_stats=48)
     stats = steer.collect(gemma, corpus, max_length=128, progress=False)
     neurons = forcing_neurons(stats)  # what generate(force_language=...) uses without neurons
     result = forced_language(gemma, neurons, stats, {lang: list(corpus.eval[lang]) for lang in languages},
-                             n_prompts=2, n_baseline=6, sweep_modes=(), max_new_tokens=12, progress=False,
-                             **DEFAULT_DECODING)
-    fluent, raw, unsteered = result["fluent_success_rate"], result["success_rate"], result["unsteered_fluent_rate"]
-    print(f"forced language over {len(languages) * (len(languages) - 1)} pairs: fluent {fluent:.2f}, raw {raw:.2f}, "
-          f"unsteered fluent {unsteered:.2f}")
-    # measured (2 prompts per pair, 40 continuations): fluent 0.28, raw 0.72, unsteered 0.00
-    assert fluent >= unsteered + 0.1 and raw >= 0.6
+                             n_prompts=4, n_baseline=6, n_random=1, max_new_tokens=12, progress=False)
+    print(f"forced language over {result.n} continuations: fluent {result.fluent_success:.2f} "
+          f"{result.fluent_success_ci}, raw {result.raw_success:.2f}, random {result.random.fluent_success:.2f} "
+          f"{result.random.fluent_success_ci}, unsteered {result.unsteered.fluent_success:.2f}")
+    assert result.fluent_success_ci[0] > result.unsteered.fluent_success_ci[1]
+    assert result.fluent_success_ci[0] > result.random.fluent_success
 
 
 def test_suppressing_only_the_source_language_switches_off_that_language_per_prompt(tiny, tiny_neurons, tiny_stats):

@@ -69,3 +69,22 @@ def test_identifier_shared_per_candidate_set():
     a = langid._identifier(langid._candidate_key(["en", "de"]))
     b = langid._identifier(langid._candidate_key(["de", "en", "de"]))
     assert a is b
+
+
+# Text in a language outside the candidate set comes back as its closest member when restricted; the
+# unrestricted top-1 (what the forced-language judge uses) names it.
+OUTSIDE = {
+    "pt": ("Eu gosto muito de comer pão com manteiga pela manhã, antes de ir trabalhar.", ["en", "de", "fr", "es"]),
+    "hi": ("मुझे सुबह काम पर जाने से पहले मक्खन के साथ रोटी खाना बहुत पसंद है।", ["en", "zh", "km", "ja"]),
+    "it": ("Mi piace molto mangiare pane e burro la mattina, prima di andare al lavoro.", ["es", "nl", "pl", "tr"]),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(OUTSIDE))
+def test_the_top_language_is_not_renormalised_over_candidates(lang):
+    text, candidates = OUTSIDE[lang]
+    restricted = detect_language(text, candidates=candidates, min_confidence=0.0)
+    assert restricted in candidates  # the closest member: in-target by the restricted label, wrongly
+    assert langid.top_language(text) == lang
+    assert all(langid.top_language(text) != target for target in candidates)
+    assert langid.top_language([text, ""]) == [lang, "und"]

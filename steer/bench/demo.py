@@ -58,12 +58,15 @@ KNOBS: dict[str, Callable[[BenchConfig, Any], None]] = {
     "sweep_modes": lambda c, v: setattr(_spec(c, "forced"), "sweep_modes", v),
     "sweep_strengths": lambda c, v: setattr(_spec(c, "forced"), "sweep_strengths", v),
     "transfer_texts": lambda c, v: setattr(_spec(c, "transfer"), "n_texts", v),
+    "n_baseline": lambda c, v: setattr(_spec(c, "forced"), "n_baseline", v),
+    "forced_random": lambda c, v: setattr(_spec(c, "forced"), "n_random", v),
     "top_rate": _top_rate,
 }
 
 # `quick`: a tiny run for tests and smoke checks (seconds on a tiny model, minutes on the embedded one).
 QUICK = dict(max_tokens_per_language=300, n_eval=2, max_length=32, n_random=1, n_prompts=1, max_new_tokens=4,
-             sweep_targets=None, sweep_modes=["add"], sweep_strengths=[2.0], transfer_texts=2, top_rate=0.05)
+             sweep_targets=None, sweep_modes=[], sweep_strengths=[2.0], transfer_texts=2, top_rate=0.05,
+             n_baseline=2, forced_random=1)
 
 
 def demo_config(
@@ -114,18 +117,29 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         "diagonal_exceeds_random_control": None if diag is None or rand is None else diag > rand,
         "diagonal_is_row_max_fraction": delta.get("diagonal_is_row_max"),
         "diagonal_is_column_max_fraction": delta.get("diagonal_is_column_max"),
-        "forced_language_success": forced["fluent_success_rate"],
-        "forced_language_success_raw": forced["success_rate"],
-        "forced_language_unsteered_rate": forced["unsteered_fluent_rate"],
-        "forced_language_own_text_rate": forced["own_text_fluent_rate"],
-        "forced_language_per_target": {t: {k: row[k] for k in ("raw", "fluent", "own_text_fluent", "fluency_nll",
-                                                               "own_language_nll")}
-                                       for t, row in forced["per_target"].items()},
-        "forced_language_mode": forced["mode"],
-        "forced_language_strength": forced["strength"],
-        "forced_language_suppress": forced["suppress"],
-        "forced_language_steps": forced.get("steps"),
-        "unsteered_in_source_language": forced["unsteered"]["in_source_language"],
+        "forced_language_success": forced["fluent_success"],
+        "forced_language_success_ci": forced["fluent_success_ci"],
+        "forced_language_success_raw": forced["raw_success"],
+        "forced_language_success_raw_ci": forced["raw_success_ci"],
+        "forced_language_random_control": (forced["random"] or {}).get("fluent_success"),
+        "forced_language_random_control_ci": (forced["random"] or {}).get("fluent_success_ci"),
+        "forced_language_random_control_seeds": forced["split"]["n_random"],
+        "forced_language_unsteered_rate": forced["unsteered"]["fluent_success"],
+        "forced_language_own_text_rate": forced["own_text"]["fluent_success"],
+        "forced_language_human_text_rate": forced["human_text"]["fluent_success"],
+        "forced_language_n": forced["n"],
+        "forced_language_prompt": forced["prompt"],
+        "forced_language_per_target": {
+            t: {"fluent": row["forced"]["fluent_success"], "fluent_ci": row["forced"]["fluent_success_ci"],
+                "raw": row["forced"]["raw_success"], "random_fluent": (row["random"] or {}).get("fluent_success"),
+                "own_text_fluent": row["own_text"]["fluent_success"],
+                "human_text_fluent": row["human_text"]["fluent_success"], "fluency_nll": row["fluency_nll"],
+                "own_language_nll": row["own_language_nll"], "bar": row["bar"]["source"]}
+            for t, row in forced["per_target"].items()},
+        "forced_language_mode": forced["setting"]["mode"],
+        "forced_language_strength": forced["setting"]["strength"],
+        "forced_language_suppress": forced["setting"]["suppress"],
+        "forced_language_steps": forced["setting"]["steps"],
         "neurons_per_layer": zhang.counts_per_layer(),
         "neurons_total": {name: {"specific": int(n.class_mask("specific").sum()),
                                  "related": int(n.class_mask("related").sum()), "general": int(n.general.sum())}
@@ -142,7 +156,7 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         summary["lape_diagonal_mean_delta_logppl"] = lape["diagonal_mean_delta_logppl"]
         summary["lape_random_control_mean_delta_logppl"] = lape.get("random_control_mean_delta_logppl")
     if forced.get("sweep"):
-        summary["forced_language_sweep"] = forced["sweep"]["settings"]
+        summary["forced_language_sweep"] = forced["sweep"]
     if "transfer" in results:
         summary["transfer"] = results["transfer"]["summary"]
     english = results["layers"].get("english")
@@ -150,6 +164,12 @@ def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
         summary["english_language_neurons_ratio"] = english["ratio"]
     summary["seconds"] = seconds
     return summary
+
+
+def _rate_ci(rate, ci=None) -> str:
+    if rate is None:
+        return "–"
+    return f"{rate:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def summary_section(summary: dict) -> str:
@@ -166,11 +186,15 @@ def summary_section(summary: dict) -> str:
         f"{yes[summary['diagonal_exceeds_random_control']]}.",
         f"- Forcing the output language ({summary['forced_language_mode']}, strength {summary['forced_language_strength']:g}, "
         f"suppress {summary['forced_language_suppress']}, "
-        f"{forcing_steps_phrase(summary.get('forced_language_steps'))}) gives fluent text in the target for "
-        f"{summary['forced_language_success']:.0%} of (source, target) continuations of the evaluation half "
-        f"({summary['forced_language_success_raw']:.0%} detected as the target, fluent or not; unsteered "
-        f"{summary['forced_language_unsteered_rate']:.0%}; the model's own text in the target passes the same test "
-        f"{summary['forced_language_own_text_rate']:.0%} of the time).",
+        f"{forcing_steps_phrase(summary.get('forced_language_steps'))}; {summary['forced_language_prompt']} prompts) gives "
+        f"fluent text in the target for {_rate_ci(summary['forced_language_success'], summary['forced_language_success_ci'])} "
+        f"of {summary['forced_language_n']} (source, target) continuations of the evaluation half "
+        f"({_rate_ci(summary['forced_language_success_raw'], summary['forced_language_success_raw_ci'])} in the target, fluent "
+        f"or not; 95% intervals over paragraphs). The same push on random neurons with the same per-layer counts gives "
+        f"{_rate_ci(summary['forced_language_random_control'], summary['forced_language_random_control_ci'])}, the "
+        f"unsteered model {_rate_ci(summary['forced_language_unsteered_rate'])}; the model's own text in the target "
+        f"passes the same test {_rate_ci(summary['forced_language_own_text_rate'])} of the time, human text "
+        f"{_rate_ci(summary['forced_language_human_text_rate'])}.",
         "- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()) + ".",
         "",
     ]

@@ -1,81 +1,67 @@
 """Forced language: steer generation into a target language and check what comes out, honestly.
 
-Prompts are the opening words of held-out paragraphs in each source language, from a fixed split:
-sweeps read the first half of each language's held-out paragraphs, reported figures the second.
-For every target language, all prompts of the other languages are continued in one batched
-`generate` call with `force_language=target` (see `steer.generation.force_language_interventions`).
-A continuation is a raw success when the language identifier says it is in the target language,
-and a fluent success when it also reads like the model's own text in that language
-(`steer.bench.fluency`: its NLL under the unsteered model as a text of its own, its share of
-distinct tokens and its longest repeated run, against bars set from unsteered text in the target
-language).
+The protocol (one implementation: the `[bench.forced]` benchmark, `forced_language` and
+`benchmarks/forced_sweep.py` all go through `ForcedRun`):
+
+- **Split.** Each language's held-out paragraphs are cut in two (`halves`): sweeps and the fluency bars
+  read the first half (tuning), reported figures the second (evaluation).
+- **Sampling.** Every (source, target) pair gets its own paragraphs, drawn without replacement from
+  the half with a recorded seed (`pair_paragraphs`): the continuations forced to one target come from
+  as many different paragraphs as there are continuations.
+- **Prompts.** `prompt="prefix"`: the paragraph's first 8 words; `"sentence"`: its first complete
+  sentence (at most `MAX_SENTENCE_WORDS` words).
+- **Judge** (`steer.bench.fluency`): raw success when the identifier's top-1 over all its languages
+  is the target; fluent success when the continuation also reads like the model's own text in the
+  target (NLL bar from at least 30 own-language continuations of the tuning half), is not
+  degenerate (absolute, digit-aware limits) and is not another prompt's continuation word for word.
+- **Controls**, judged the same way: the unsteered model on the same prompts; the same push on
+  random neurons with the same per-layer counts (`n_random` seeds); the model's own continuations of
+  prompts written in the target (own-text ceiling); the true continuations of such paragraphs, cut
+  to the same token count (human-text ceiling).
+- **Intervals.** Every rate carries a 95% interval from a bootstrap over paragraphs
+  (`steer.bench.resample`).
 """
 
 from __future__ import annotations
 
+import random
+import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from steer.bench._common import Partial, check_at_least, mean_or_none, neuron_fingerprint, stable_hash, texts_fingerprint
+from steer.bench._common import Partial, check_at_least, mean_or_none, neuron_fingerprint, read_keyed, stable_hash, \
+    texts_fingerprint
+from steer.bench.fluency import JUDGE_CONSTANTS, Bar, Score, Verdict, bars, judge, score_continuations
 from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
-from steer.bench.fluency import Bar, Score, bars, score_continuations
+from steer.bench.resample import rate_ci
 from steer.generation import (
     DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding,
     forcing_steps, generate,
 )
+from steer.langid import detect_language, top_language
 from steer.progress import progress_bar
 
-
-@dataclass
-class ForcedBench:
-    """`[bench.forced]`: the arguments of `forced_language` (mode None: the default mode)."""
-
-    neurons: str = ""
-    n_prompts: int = 3
-    prompt_words: int = 8
-    mode: str | None = None
-    strength: float | None = None
-    suppress: str | None = None
-    steps: int | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    n_baseline: int = 10
-    sweep_modes: list = field(default_factory=lambda: ["set", "add", "diffmean"])
-    sweep_strengths: list = field(default_factory=lambda: [1.0, 2.0, 4.0])
-    sweep_suppress: list = field(default_factory=lambda: [DEFAULT_SUPPRESS])
-    sweep_n_prompts: int = 1
-    sweep_targets: list | None = None
-    max_new_tokens: int = 24
-    batch_size: int = 32
-
-    def check(self, where: str) -> None:
-        for mode in [self.mode, *self.sweep_modes]:
-            if mode is not None and mode not in FORCE_MODES:
-                raise ValueError(f"{where}: unknown mode '{mode}' (known: {', '.join(FORCE_MODES)})")
-        for choice in [self.suppress, *self.sweep_suppress]:
-            if choice is not None and choice not in SUPPRESS:
-                raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
-        try:
-            forcing_steps(self.steps)
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
-        if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
-            raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
-        check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
-                       batch_size=(self.batch_size, 1))
+PROMPT_KINDS = ("prefix", "sentence")
+PROMPT_WORDS = 8
+MAX_SENTENCE_WORDS = 25
+MIN_SWEEP_PARAGRAPHS = 20  # paragraphs per target in a tuning-half sweep cell
+HALVES = ("tune", "eval")
 
 
+# ---------------------------------------------------------------------------------------------- prompts
 def _is_cjk(ch: str) -> bool:
     name = unicodedata.name(ch, "")
     return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL"))
 
 
-def prompt_prefix(text: str, n_words: int = 8) -> str:
-    """The first `n_words` words of `text`.
+def prompt_prefix(text: str, n_words: int = PROMPT_WORDS) -> str:
+    """The first `n_words` words of `text` (whitespace normalised).
 
     For scripts written without spaces between words (Chinese, Japanese, Khmer, ...), where
     splitting on whitespace gives long runs, about two characters per word for CJK and four
@@ -93,15 +79,36 @@ def prompt_prefix(text: str, n_words: int = 8) -> str:
     return text[: per_word * n_words].strip()
 
 
-def make_prompts(eval_texts: dict[str, list[str]], languages: Sequence[str], n_prompts: int, n_words: int) -> dict:
-    """The opening words of the first `n_prompts` texts of each language (fewer where it has fewer)."""
-    prompts = {}
-    for lang in languages:
-        chosen = [prompt_prefix(t, n_words) for t in eval_texts[lang][:n_prompts] if t.strip()]
-        if not chosen:
-            raise ValueError(f"no eval text to make a prompt from for '{lang}'")
-        prompts[lang] = chosen
-    return prompts
+# A sentence ends at . ! ? (then a space or the end) or at a full stop of a script without spaces (。！？।။។።།).
+_SENTENCE_END = re.compile(r"[.!?…](?=\s|$)|[。！？।॥။។።།]")
+
+
+def first_sentence(text: str, max_words: int = MAX_SENTENCE_WORDS) -> str:
+    """The first complete sentence of `text` (whitespace normalised), cut to its first `max_words` words
+    (`prompt_prefix`) when longer or when the text has no sentence end."""
+    text = " ".join(text.split())
+    match = _SENTENCE_END.search(text)
+    sentence = text[: match.end()] if match else text
+    cut = prompt_prefix(sentence, max_words)
+    return sentence if len(cut) >= len(sentence) else cut
+
+
+def make_prompt(text: str, kind: str = "prefix", n_words: int = PROMPT_WORDS) -> str:
+    """The prompt of kind `kind` ("prefix": the first `n_words` words; "sentence": the first sentence)."""
+    if kind == "prefix":
+        return prompt_prefix(text, n_words)
+    if kind == "sentence":
+        return first_sentence(text)
+    raise ValueError(f"unknown prompt kind '{kind}' (known: {', '.join(PROMPT_KINDS)})")
+
+
+def true_continuation(tokenizer, text: str, prompt: str, n_tokens: int) -> str | None:
+    """The paragraph's own text after `prompt`, cut to its first `n_tokens` tokens (None when shorter)."""
+    rest = " ".join(text.split())[len(prompt):].strip()
+    ids = tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
+    if len(ids) < n_tokens:
+        return None
+    return tokenizer.decode(ids[:n_tokens], skip_special_tokens=True).strip()
 
 
 def halves(eval_texts: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -118,51 +125,578 @@ def halves(eval_texts: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict
     return tune, evaluate
 
 
-def _rate(flags: list[bool]) -> float | None:
+# ---------------------------------------------------------------------------------------------- sampling
+@dataclass(frozen=True)
+class Item:
+    """One continuation to make: the prompt from paragraph `paragraph` of the half, written in `source`."""
+
+    source: str
+    target: str | None  # the language it is forced to (None: unsteered own text)
+    paragraph: int
+    prompt: str
+
+
+def _order(n: int, *labels) -> list[int]:
+    """A seeded permutation of range(n), one per label tuple (string seeding is stable across runs)."""
+    return random.Random(":".join(map(str, labels))).sample(range(n), n)
+
+
+def pair_paragraphs(texts: dict[str, list[str]], languages: Sequence[str], targets: Sequence[str], per_pair: int,
+                    seed: int, *, kind: str = "prefix", n_words: int = PROMPT_WORDS) -> dict[str, list[Item]]:
+    """Per target, `per_pair` items from every other language of `languages`, each from its own paragraph.
+
+    The paragraphs of one target are drawn without replacement from the half (a permutation seeded by
+    `seed` and the target), so no two continuations forced to one target share a paragraph. A half
+    with fewer paragraphs than that (a tiny corpus) is drawn again in a new permutation, with a
+    warning: the intervals, resampling paragraphs, still count each paragraph once.
+    """
+    out = {}
+    n = min(len(texts[lang]) for lang in languages)
+    for target in targets:
+        sources = [s for s in languages if s != target]
+        if per_pair * len(sources) > n:
+            warnings.warn(f"forcing '{target}': {per_pair * len(sources)} continuations from a half of {n} "
+                          f"paragraphs; some paragraphs serve several source languages", stacklevel=2)
+        order = [i for round_ in range(-(-per_pair * len(sources) // max(n, 1)) + 1)
+                 for i in _order(n, "pairs", seed, target, *([round_] if round_ else []))]
+        position = 0
+        items = []
+        for source in sources:
+            for _ in range(per_pair):
+                while position < len(order) and not texts[source][order[position]].strip():
+                    position += 1
+                if position == len(order):
+                    raise ValueError(f"forcing '{target}': no held-out paragraph left in '{source}' to make a prompt "
+                                     f"from; give the corpus more held-out paragraphs")
+                i = order[position]
+                position += 1
+                items.append(Item(source, target, i, make_prompt(texts[source][i], kind, n_words)))
+        out[target] = items
+    return out
+
+
+def own_paragraphs(texts: dict[str, list[str]], languages: Sequence[str], n: int, seed: int, *,
+                   kind: str = "prefix", n_words: int = PROMPT_WORDS, salt: str = "own") -> dict[str, list[Item]]:
+    """Per language, up to `n` items written in it (distinct paragraphs, seeded), for its own-text ceiling/bar."""
+    out = {}
+    for lang in languages:
+        order = _order(len(texts[lang]), salt, seed, lang)
+        chosen = [i for i in order if texts[lang][i].strip()][:n]
+        if not chosen:
+            raise ValueError(f"no held-out paragraph to make a prompt from for '{lang}'")
+        out[lang] = [Item(lang, None, i, make_prompt(texts[lang][i], kind, n_words)) for i in chosen]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class Rates:
+    """Raw and fluent success of a group of continuations, with 95% cluster-bootstrap intervals over paragraphs."""
+
+    n: int
+    n_paragraphs: int
+    raw_success: float | None
+    raw_success_ci: tuple[float, float] | None
+    fluent_success: float | None
+    fluent_success_ci: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, rows: Sequence[dict], seed: int = 0) -> "Rates":
+        clusters = [row["paragraph"] for row in rows]
+        raw, raw_ci = rate_ci([row["in_target"] for row in rows], clusters, seed=seed)
+        fluent, fluent_ci = rate_ci([row["fluent"] for row in rows], clusters, seed=seed)
+        return cls(len(rows), len(set(clusters)), raw, raw_ci, fluent, fluent_ci)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Rates":
+        return cls(**{f.name: (tuple(data[f.name]) if f.name.endswith("_ci") and data[f.name] is not None
+                               else data[f.name]) for f in fields(cls)})
+
+
+@dataclass
+class TargetResult:
+    """One target's figures: forced, and each control, judged the same way."""
+
+    forced: Rates
+    unsteered: Rates
+    random: Rates | None  # every random seed's continuations together
+    random_per_seed: list  # fluent success per seed
+    own_text: Rates
+    human_text: Rates
+    bar: dict
+    fluency_nll: float | None  # mean NLL of the fluent successes
+    own_language_nll: float | None  # mean NLL of the own-language text the bar came from
+    failures: dict  # reason -> count among the forced continuations
+    confusion: dict  # label among the run's languages (candidate-restricted identifier) -> count
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TargetResult":
+        data = dict(data)
+        for name in ("forced", "unsteered", "own_text", "human_text"):
+            data[name] = Rates.from_dict(data[name])
+        data["random"] = Rates.from_dict(data["random"]) if data.get("random") else None
+        return cls(**data)
+
+
+@dataclass
+class SweepRow:
+    """One setting of a tuning-half sweep."""
+
+    setting: dict
+    rates: Rates
+    per_target: dict  # target -> {"raw", "fluent", "n"}
+
+    def to_dict(self) -> dict:  # flat, as plots.forced_grid reads it
+        return {**self.setting, "raw": self.rates.raw_success, "fluent": self.rates.fluent_success,
+                "raw_ci": self.rates.raw_success_ci, "fluent_ci": self.rates.fluent_success_ci, "n": self.rates.n,
+                "n_paragraphs": self.rates.n_paragraphs, "per_target": self.per_target}
+
+
+@dataclass
+class ForcedResult:
+    """The forced-language benchmark's result: one vocabulary (`raw_success`, `fluent_success`, `…_ci`)
+    for the forced continuations and for every control."""
+
+    languages: list
+    method: str
+    setting: dict  # mode, strength, suppress, phase, steps (as Intervention.steps: None = every step)
+    prompt: str
+    half: str
+    n_per_pair: int
+    seed: int
+    decoding: dict
+    judge: dict
+    raw_success: float | None
+    raw_success_ci: tuple | None
+    fluent_success: float | None
+    fluent_success_ci: tuple | None
+    n: int
+    n_paragraphs: int
+    unsteered: Rates
+    random: Rates | None
+    random_per_seed: list
+    own_text: Rates
+    human_text: Rates
+    per_target: dict  # target -> TargetResult
+    per_source: dict  # source -> Rates
+    raw_matrix: list  # [source][target]
+    fluent_matrix: list
+    bars: dict
+    split: dict
+    examples: list
+    continuations: list
+    sweep: list | None = None
+    benchmark: str = "forced"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ForcedResult":
+        data = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for name in ("unsteered", "own_text", "human_text"):
+            data[name] = Rates.from_dict(data[name])
+        data["random"] = Rates.from_dict(data["random"]) if data.get("random") else None
+        data["per_target"] = {t: TargetResult.from_dict(row) for t, row in data["per_target"].items()}
+        data["per_source"] = {s: Rates.from_dict(row) for s, row in data["per_source"].items()}
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Setting:
+    """A forcing setting: `generate`'s mode/strength/suppress/phase/steps on the neuron set named `neurons`."""
+
+    neurons: str = "default"
+    mode: str = DEFAULT_FORCE_MODE
+    strength: float | None = None  # None: DEFAULT_STRENGTH[mode]
+    suppress: str = DEFAULT_SUPPRESS
+    phase: str = "all"
+    steps: int | None = None  # generate's: None → DEFAULT_STEPS, 0 → every step
+
+    def __post_init__(self):
+        if self.mode not in FORCE_MODES:
+            raise ValueError(f"unknown mode '{self.mode}' (known: {', '.join(FORCE_MODES)})")
+        if self.suppress not in SUPPRESS:
+            raise ValueError(f"unknown suppress '{self.suppress}' (known: {', '.join(SUPPRESS)})")
+        if self.phase not in ("all", "output"):
+            raise ValueError(f"unknown phase '{self.phase}' (known: all, output)")
+        forcing_steps(self.steps)
+        object.__setattr__(self, "strength", float(DEFAULT_STRENGTH[self.mode] if self.strength is None
+                                                   else self.strength))
+        object.__setattr__(self, "steps", DEFAULT_STEPS if self.steps is None else self.steps)
+
+    def forcing(self) -> dict:
+        return dict(mode=self.mode, strength=self.strength, suppress=self.suppress, phase=self.phase, steps=self.steps)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "steps": forcing_steps(self.steps)}  # as Intervention.steps: None = every step
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}/{self.strength:g}/{self.suppress}/{self.phase}/{self.steps}"
+
+
+# ---------------------------------------------------------------------------------------------- the run
+class ForcedRun:
+    """Everything one forced-language measurement shares: the model, stats, neuron sets, the split, the prompt
+    kind, the decoding, the judge's bars and a resumable store of finished units.
+
+    `eval_texts`: every held-out paragraph per language. `neuron_sets`: the sets settings may name.
+    Units (one `generate` call each) are saved in `checkpoint` as they finish, under a key that holds
+    everything they depend on (stats, languages, paragraphs, prompt kind, decoding, judge constants,
+    `n_baseline`, seed); each unit's name holds the rest (half, prompts per pair, neuron fingerprint,
+    setting, target). `reuse`: further unit files (other shards' checkpoints) read, never written.
+    """
+
+    def __init__(self, model, stats, eval_texts: dict[str, list[str]], neuron_sets: dict, *,
+                 languages: Sequence[str] | None = None, prompt: str = "prefix", prompt_words: int = PROMPT_WORDS,
+                 max_new_tokens: int = 16, repetition_penalty: float | None = None,
+                 no_repeat_ngram_size: int | None = None, n_baseline: int = 40, seed: int = 0, batch_size: int = 32,
+                 checkpoint: str | Path | None = None, reuse: Iterable[str | Path] = (), progress: bool = True):
+        if prompt not in PROMPT_KINDS:
+            raise ValueError(f"unknown prompt kind '{prompt}' (known: {', '.join(PROMPT_KINDS)})")
+        if not neuron_sets and languages is None:
+            raise ValueError("forcing a language needs a neuron set (or, for the judge alone, the languages)")
+        if languages is None:
+            first = next(iter(neuron_sets.values()))
+            languages = [lang for lang in first.languages if lang in eval_texts]
+        languages = list(languages)
+        if len(languages) < 2:
+            raise ValueError("forcing a language needs at least two languages")
+        for neurons in neuron_sets.values():
+            for lang in languages:
+                neurons.index(lang)
+        check_at_least("forced language", n_baseline=(n_baseline, 1), max_new_tokens=(max_new_tokens, 1),
+                       batch_size=(batch_size, 1), prompt_words=(prompt_words, 1))
+        tune, evaluate = halves({lang: list(eval_texts[lang]) for lang in languages})
+        short = [lang for lang in languages if not tune[lang]]
+        if short:
+            raise ValueError(f"forcing a language needs at least 2 held-out paragraphs per language (the first half "
+                             f"tunes, the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
+        self.model, self.stats, self.neuron_sets, self.languages = model, stats, dict(neuron_sets), languages
+        self.texts = {"tune": tune, "eval": evaluate}
+        self.prompt, self.prompt_words, self.n_baseline, self.seed = prompt, prompt_words, n_baseline, seed
+        self.max_new_tokens, self.batch_size, self.progress = max_new_tokens, batch_size, progress
+        self.decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,  # one for every unit
+                             **forcing_decoding(repetition_penalty, no_repeat_ngram_size))
+        # What a unit's texts and scores depend on beyond its name (which holds the half, prompts per pair, neuron
+        # fingerprint, setting and target; the baseline's holds n_baseline). The verdicts also depend on the judge's
+        # constants: results carry them, and the benchmark's result key holds them.
+        self.key = stable_hash({
+            "stats": stats.meta.get("plan") if stats is not None else None, "languages": languages, "prompt": prompt, "prompt_words": prompt_words,
+            "halves": texts_fingerprint({h: [self.texts[h][lang] for lang in languages] for h in HALVES}),
+            "decoding": self.decoding, "scoring": JUDGE_CONSTANTS["scoring_version"], "seed": seed,
+        })
+        # `checkpoint` and `reuse` may hold "{key}" (a folder of several runs' units) and `reuse` a glob
+        self.partial = Partial(str(checkpoint).format(key=self.key) if checkpoint is not None else None, self.key)
+        self.known: dict = {}
+        for pattern in reuse:
+            pattern = Path(str(pattern).format(key=self.key))
+            for path in sorted(pattern.parent.glob(pattern.name)):
+                if self.partial.path is None or path.resolve() != self.partial.path.resolve():
+                    self.known.update((read_keyed(path, self.key) or {}).get("done", {}))
+        self._bars: dict[str, Bar] | None = None
+
+    # -------------------------------------------------------------- units
+    @staticmethod
+    def _fingerprint(neurons) -> str:
+        return neuron_fingerprint(neurons)
+
+    def _units(self, units: list[tuple[str, Callable[[], dict]]], desc: str) -> dict[str, dict]:
+        todo = [name for name, _ in units if name not in self.known and name not in self.partial.done]
+        bar = progress_bar(self.progress and bool(todo), len(units), desc, unit="call", initial=len(units) - len(todo))
+        done = {}
+        try:
+            for name, compute in units:
+                if name in self.known:
+                    done[name] = self.known[name]
+                    continue
+                bar.set_postfix_str(name[-40:])
+                fresh = name not in self.partial.done
+                done[name] = self.partial.get(name, compute)
+                if fresh:
+                    bar.update(1)
+        finally:
+            bar.close()
+        return done
+
+    def _continue(self, items: list[Item], target: str | None, setting: Setting | None, neurons) -> dict:
+        """One generate call over `items` (forced to `target` under `setting` on `neurons`, or unsteered), each
+        continuation's labels (top-1 over all languages; among the run's) and scores."""
+        prompts = [item.prompt for item in items]
+        forced = dict(force_language=target, **setting.forcing()) if setting is not None else {}
+        g = generate(self.model, prompts, neurons=neurons, stats=self.stats, detect=False,
+                     batch_size=min(self.batch_size, len(prompts)), **forced, **self.decoding)
+        scores = score_continuations(self.model, g.texts, batch_size=self.batch_size)
+        return {"texts": g.texts, "detected": top_language(g.texts),
+                "detected_among": detect_language(g.texts, candidates=self.languages),
+                "scores": [asdict(score) for score in scores], "prompts": prompts}
+
+    def _rows(self, items: list[Item], unit: dict, target: str) -> list[dict]:
+        """The judged rows of a unit's continuations, judged as forced to `target`."""
+        if unit["prompts"] != [item.prompt for item in items]:
+            raise RuntimeError("a saved unit does not match its prompts; remove the checkpoint")  # guarded by the key
+        scores = [Score(**s) for s in unit["scores"]]
+        verdicts = judge(unit["texts"], unit["detected"], scores, target, self.bars()[target])
+        return [_row(item, target, text, detected, among, score, verdict) for item, text, detected, among, score, verdict
+                in zip(items, unit["texts"], unit["detected"], unit["detected_among"], scores, verdicts)]
+
+    # -------------------------------------------------------------- bars
+    def baseline_items(self) -> dict[str, list[Item]]:
+        return own_paragraphs(self.texts["tune"], self.languages, self.n_baseline, self.seed, kind=self.prompt,
+                              n_words=self.prompt_words, salt="baseline")
+
+    def bars(self) -> dict[str, Bar]:
+        """Each language's fluency bar from the unsteered model's own continuations of tuning-half prompts written
+        in it (`n_baseline` per language; those whose top-1 language is theirs)."""
+        if self._bars is None:
+            own, everything = self.baseline_scores()
+            self._bars = bars(own, everything)
+        return self._bars
+
+    def baseline_scores(self) -> tuple[dict[str, list[Score]], list[Score]]:
+        items = self.baseline_items()
+        done = self._units([(f"baseline/tune/{self.n_baseline}/{lang}",
+                             lambda lang=lang: self._continue(items[lang], None, None, None)) for lang in self.languages],
+                           "fluency bars")
+        own, everything = {}, []
+        for lang in self.languages:
+            unit = done[f"baseline/tune/{self.n_baseline}/{lang}"]
+            scores = [Score(**s) for s in unit["scores"]]
+            own[lang] = [s for s, d in zip(scores, unit["detected"]) if d == lang]
+            everything += scores
+        return own, everything
+
+    # -------------------------------------------------------------- groups of judged rows, per target
+    def forced_rows(self, setting: Setting, half: str, per_pair: int, targets: Sequence[str] | None = None, *,
+                    neurons=None, label: str = "forced") -> dict[str, list[dict]]:
+        """Per target, the judged rows of its (source, paragraph) items forced under `setting` (`neurons`: another
+        set than the setting's, e.g. a random control)."""
+        targets = self._targets(targets)
+        neurons = self.neuron_sets[setting.neurons] if neurons is None else neurons
+        items = self.pairs(half, per_pair, targets)
+        fp = self._fingerprint(neurons)
+        names = {t: f"{label}/{half}/{per_pair}/{fp}/{setting.name}/{t}" for t in targets}
+        done = self._units([(names[t], lambda t=t: self._continue(items[t], t, setting, neurons)) for t in targets],
+                           f"{label} {setting.name} ({half})")
+        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+
+    def unsteered_rows(self, half: str, per_pair: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
+        """Per target, the same items as `forced_rows`, continued without steering."""
+        targets = self._targets(targets)
+        items = self.pairs(half, per_pair, targets)
+        names = {t: f"unsteered/{half}/{per_pair}/{t}" for t in targets}
+        done = self._units([(names[t], lambda t=t: self._continue(items[t], None, None, None)) for t in targets],
+                           f"unsteered ({half})")
+        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+
+    def own_rows(self, half: str, n: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
+        """Own-text ceiling: per target, the unsteered continuations of `n` prompts written in it."""
+        targets = self._targets(targets)
+        items = own_paragraphs(self.texts[half], targets, n, self.seed, kind=self.prompt, n_words=self.prompt_words)
+        names = {t: f"own/{half}/{n}/{t}" for t in targets}
+        done = self._units([(names[t], lambda t=t: self._continue(items[t], None, None, None)) for t in targets],
+                           f"own text ({half})")
+        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+
+    def human_rows(self, half: str, n: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
+        """Human-text ceiling: per target, the true continuations of up to `n` paragraphs written in it (after the
+        prompt, cut to the continuations' token count; paragraphs too short are skipped)."""
+        targets = self._targets(targets)
+        tokenizer = self.model.tokenizer
+        out = {}
+        for t in targets:
+            texts = self.texts[half][t]
+            items, truths = [], []
+            for i in _order(len(texts), "human", self.seed, t):
+                prompt = make_prompt(texts[i], self.prompt, self.prompt_words) if texts[i].strip() else ""
+                truth = true_continuation(tokenizer, texts[i], prompt, self.max_new_tokens) if prompt else None
+                if truth:
+                    items.append(Item(t, None, i, prompt))
+                    truths.append(truth)
+                if len(items) == n:
+                    break
+            if not items:
+                out[t] = []
+                continue
+            unit = {"texts": truths, "detected": top_language(truths),
+                    "detected_among": detect_language(truths, candidates=self.languages),
+                    "scores": [asdict(s) for s in score_continuations(self.model, truths, batch_size=self.batch_size)],
+                    "prompts": [item.prompt for item in items]}
+            out[t] = self._rows(items, unit, t)
+        return out
+
+    def pairs(self, half: str, per_pair: int, targets: Sequence[str]) -> dict[str, list[Item]]:
+        return pair_paragraphs(self.texts[half], self.languages, targets, per_pair, self.seed, kind=self.prompt,
+                               n_words=self.prompt_words)
+
+    def _targets(self, targets: Sequence[str] | None) -> list[str]:
+        if targets is None:
+            return list(self.languages)
+        unknown = [t for t in targets if t not in self.languages]
+        if unknown:
+            raise ValueError(f"unknown target '{unknown[0]}' (languages: {', '.join(self.languages)})")
+        return list(targets)
+
+    # -------------------------------------------------------------- sweeps and reports
+    def sweep_cell(self, setting: Setting, per_pair: int, targets: Sequence[str] | None = None, *,
+                   min_paragraphs: int = MIN_SWEEP_PARAGRAPHS) -> SweepRow:
+        """One setting on the tuning half: `per_pair` prompts per (source, target), at least `min_paragraphs`
+        paragraphs per target."""
+        per_target = min(per_pair * (len(self.languages) - 1), min(len(t) for t in self.texts["tune"].values()))
+        if per_target < min_paragraphs:
+            raise ValueError(f"a sweep cell needs at least {min_paragraphs} paragraphs per target; {per_pair} per "
+                             f"source × {len(self.languages) - 1} sources from a tuning half of "
+                             f"{min(len(t) for t in self.texts['tune'].values())} gives {per_target}: raise the "
+                             f"prompts per pair or give the corpus more held-out paragraphs")
+        rows = self.forced_rows(setting, "tune", per_pair, targets)
+        flat = [row for group in rows.values() for row in group]
+        return SweepRow(dict(setting.to_dict(), neurons=setting.neurons), Rates.of(flat, self.seed),
+                        {t: {"raw": _mean(r["in_target"] for r in group), "fluent": _mean(r["fluent"] for r in group),
+                             "n": len(group)} for t, group in rows.items()})
+
+    def report(self, setting: Setting, *, half: str = "eval", per_pair: int = 3, n_random: int = 3,
+               random_seed: int = 0, n_own: int | None = None, targets: Sequence[str] | None = None,
+               n_examples: int = 1, sweep: list[SweepRow] | None = None) -> ForcedResult:
+        """`setting` on `half` (every ordered pair, `per_pair` prompts each) beside every control: unsteered, the same
+        push on `n_random` random neuron sets with the same per-layer counts (seeds `random_seed`…), and the
+        own-text and human-text ceilings (`n_own` paragraphs per target; default: as many as it has continuations)."""
+        targets = self._targets(targets)
+        neurons = self.neuron_sets[setting.neurons]
+        n_own = per_pair * (len(self.languages) - 1) if n_own is None else n_own
+        forced = self.forced_rows(setting, half, per_pair, targets)
+        plain = self.unsteered_rows(half, per_pair, targets)
+        randoms = [self.forced_rows(setting, half, per_pair, targets, neurons=neurons.random_like(seed=random_seed + k),
+                                    label=f"random{random_seed + k}") for k in range(n_random)]
+        own = self.own_rows(half, n_own, targets)
+        human = self.human_rows(half, n_own, targets)
+        own_scores, _ = self.baseline_scores()
+        bar_of = self.bars()
+
+        def pooled(groups: dict[str, list[dict]]) -> list[dict]:
+            return [row for t in targets for row in groups[t]]
+
+        per_target = {}
+        for t in targets:
+            rand_rows = [row for r in randoms for row in r[t]]
+            per_target[t] = TargetResult(
+                forced=Rates.of(forced[t], self.seed), unsteered=Rates.of(plain[t], self.seed),
+                random=Rates.of(rand_rows, self.seed) if rand_rows else None,
+                random_per_seed=[_mean(row["fluent"] for row in r[t]) for r in randoms],
+                own_text=Rates.of(own[t], self.seed), human_text=Rates.of(human[t], self.seed),
+                bar=bar_of[t].to_dict(),
+                fluency_nll=mean_or_none([row["nll"] for row in forced[t] if row["fluent"]]),
+                own_language_nll=mean_or_none([s.nll for s in own_scores[t]]),
+                failures=dict(Counter(row["reason"] or "fluent" for row in forced[t])),
+                confusion=dict(Counter(row["detected_among"] for row in forced[t])),
+            )
+        main = pooled(forced)
+        overall = Rates.of(main, self.seed)
+        all_random = [row for r in randoms for row in pooled(r)]
+        sources = list(self.languages)
+        matrix = {(row["source"], row["target"]): [] for row in main}
+        for row in main:
+            matrix[row["source"], row["target"]].append(row)
+        raw_matrix = [[_mean(r["in_target"] for r in matrix[s, t]) if (s, t) in matrix else None for t in targets]
+                      for s in sources]
+        fluent_matrix = [[_mean(r["fluent"] for r in matrix[s, t]) if (s, t) in matrix else None for t in targets]
+                         for s in sources]
+        examples = []
+        for t in targets:
+            ranked = sorted(forced[t], key=lambda r: (not r["fluent"], not r["in_target"]))
+            examples += ranked[:n_examples]
+        return ForcedResult(
+            languages=list(self.languages), method=neurons.method, setting=setting.to_dict(), prompt=self.prompt,
+            half=half, n_per_pair=per_pair, seed=self.seed, decoding=dict(self.decoding), judge=dict(JUDGE_CONSTANTS),
+            raw_success=overall.raw_success, raw_success_ci=overall.raw_success_ci,
+            fluent_success=overall.fluent_success, fluent_success_ci=overall.fluent_success_ci,
+            n=overall.n, n_paragraphs=overall.n_paragraphs,
+            unsteered=Rates.of(pooled(plain), self.seed),
+            random=Rates.of(all_random, self.seed) if all_random else None,
+            random_per_seed=[_mean(row["fluent"] for row in pooled(r)) for r in randoms],
+            own_text=Rates.of(pooled(own), self.seed), human_text=Rates.of(pooled(human), self.seed),
+            per_target=per_target,
+            per_source={s: Rates.of([row for row in main if row["source"] == s], self.seed) for s in sources},
+            raw_matrix=raw_matrix, fluent_matrix=fluent_matrix,
+            bars={lang: b.to_dict() for lang, b in bar_of.items()},
+            split={"tune": "first half of each language's held-out paragraphs (sweeps, fluency bars)",
+                   "eval": "second half (every reported figure)",
+                   "sizes": {lang: [len(self.texts["tune"][lang]), len(self.texts["eval"][lang])]
+                             for lang in self.languages},
+                   "n_baseline": self.n_baseline, "n_own": n_own, "n_random": n_random, "random_seed": random_seed},
+            examples=examples, continuations=main, sweep=[row.to_dict() for row in sweep] if sweep else None,
+        )
+
+
+def _row(item: Item, target: str, text: str, detected: str, among: str, score: Score, verdict: Verdict) -> dict:
+    return {"source": item.source, "target": target, "paragraph": item.paragraph, "prompt": item.prompt,
+            "continuation": text, "detected": detected, "detected_among": among, "nll": score.nll,
+            "in_target": verdict.in_target, "fluent": verdict.fluent, "reason": verdict.reason}
+
+
+def _mean(flags: Iterable) -> float | None:
+    flags = [bool(f) for f in flags]
     return sum(flags) / len(flags) if flags else None
 
 
-def continue_prompts(model, neurons, stats, prompts: dict[str, list[str]], target: str | None, forcing: dict | None,
-                     decoding: dict, *, batch_size: int = 32) -> dict:
-    """Continue every source language's prompts but the target's, forced to `target` (`forcing`: `generate`'s
-    mode/strength/suppress/phase) or unsteered (`forcing` None); each continuation scored (`score_continuations`)."""
-    sources = [s for s, chosen in prompts.items() if s != target for _ in chosen]
-    chosen = [p for s, texts in prompts.items() if s != target for p in texts]
-    languages = list(prompts)
-    forced = dict(force_language=target, **forcing) if forcing else {}
-    g = generate(model, chosen, neurons=neurons, stats=stats, candidates=languages,
-                 batch_size=min(batch_size, len(chosen)), **forced, **decoding)
-    scores = score_continuations(model, g.texts, batch_size=batch_size)
-    return {"sources": sources, "prompts": chosen, "texts": g.texts, "detected": g.languages,
-            "scores": [asdict(score) for score in scores]}
+def neuron_set(spec: str, stats):
+    """A neuron set by name: 'zhang2025', 'lape', 'specificity:500' (K per language), each optionally '@first-last'
+    (only those layers, specific and related classes)."""
+    from steer.identification import identify
+
+    name, _, layers = spec.partition("@")
+    method, _, k = name.partition(":")
+    neurons = identify(stats, method=method, **({"n_per_language": int(k)} if k else {}))
+    if layers:
+        first, last = (int(x) for x in layers.split("-"))
+        neurons = neurons.select(layers=range(first, last + 1), classes=("specific", "related"))
+    return neurons
 
 
-def own_language_scores(baseline: dict, languages: Sequence[str]) -> dict[str, list[Score]]:
-    """Per language, the scores of an unsteered `continue_prompts` unit's continuations detected as their prompt's
-    language: the model's own text in it."""
-    own: dict[str, list[Score]] = {lang: [] for lang in languages}
-    for source, detected, score in zip(baseline["sources"], baseline["detected"], baseline["scores"]):
-        if detected == source:
-            own[source].append(Score(**score))
-    return own
+# ---------------------------------------------------------------------------------------------- the benchmark
+@dataclass
+class ForcedBench:
+    """`[bench.forced]`: the arguments of `forced_language` (mode None: the default mode)."""
 
+    neurons: str = ""
+    prompt: str = "prefix"
+    n_prompts: int = 3  # per (source, target) pair, each from its own paragraph
+    prompt_words: int = PROMPT_WORDS
+    mode: str | None = None
+    strength: float | None = None
+    suppress: str | None = None
+    steps: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    n_baseline: int = 40
+    n_random: int = 3
+    seed: int = 0
+    sweep_modes: list = field(default_factory=list)
+    sweep_strengths: list = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sweep_suppress: list = field(default_factory=lambda: [DEFAULT_SUPPRESS])
+    sweep_n_prompts: int = 3
+    sweep_targets: list | None = None
+    max_new_tokens: int = 16
+    batch_size: int = 32
 
-def own_language_bars(baseline: dict, languages: Sequence[str]) -> dict[str, Bar]:
-    """Each language's fluency bar from an unsteered `continue_prompts` unit (`own_language_scores`)."""
-    return bars(own_language_scores(baseline, languages), [Score(**score) for score in baseline["scores"]])
-
-
-def judge(unit: dict, target: str, bar: Bar, rows: Iterable[int]) -> tuple[list[bool], list[bool], list[float]]:
-    """Per row of a `continue_prompts` unit: (detected as target, and also fluent), and the NLL of the fluent ones."""
-    raw, fluent, nll = [], [], []
-    for r in rows:
-        hit = unit["detected"][r] == target
-        passes = hit and bar.passes(Score(**unit["scores"][r]))
-        raw.append(hit)
-        fluent.append(passes)
-        if passes:
-            nll.append(unit["scores"][r]["nll"])
-    return raw, fluent, nll
+    def check(self, where: str) -> None:
+        for mode in [self.mode, *self.sweep_modes]:
+            if mode is not None and mode not in FORCE_MODES:
+                raise ValueError(f"{where}: unknown mode '{mode}' (known: {', '.join(FORCE_MODES)})")
+        for choice in [self.suppress, *self.sweep_suppress]:
+            if choice is not None and choice not in SUPPRESS:
+                raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
+        if self.prompt not in PROMPT_KINDS:
+            raise ValueError(f"{where}: unknown prompt '{self.prompt}' (known: {', '.join(PROMPT_KINDS)})")
+        try:
+            forcing_steps(self.steps)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
+            raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
+        check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
+                       batch_size=(self.batch_size, 1), n_random=(self.n_random, 0))
 
 
 def forced_language(
@@ -172,205 +706,83 @@ def forced_language(
     eval_texts: dict[str, list[str]],
     *,
     languages: Sequence[str] | None = None,
+    prompt: str = "prefix",
     n_prompts: int = 3,
-    prompt_words: int = 8,
+    prompt_words: int = PROMPT_WORDS,
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
     suppress: str = DEFAULT_SUPPRESS,
     steps: int | None = None,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
-    n_baseline: int = 10,
-    sweep_modes: Sequence[str] = FORCE_MODES,
+    n_baseline: int = 40,
+    n_random: int = 3,
+    n_own: int | None = None,
+    seed: int = 0,
+    sweep_modes: Sequence[str] = (),
     sweep_strengths: Sequence[float] = (1.0, 2.0, 4.0),
     sweep_suppress: Sequence[str] = (DEFAULT_SUPPRESS,),
-    sweep_n_prompts: int = 1,
+    sweep_n_prompts: int = 3,
     sweep_targets: Sequence[str] | None = None,
-    max_new_tokens: int = 24,
+    sweep_min_paragraphs: int = MIN_SWEEP_PARAGRAPHS,
+    max_new_tokens: int = 16,
     batch_size: int = 32,
     n_examples: int = 1,
     checkpoint: str | Path | None = None,
     progress: bool = True,
-) -> dict:
-    """Raw and fluent success per source × target at (`mode`, `strength`, `suppress`, `steps`), and a sweep.
+) -> ForcedResult:
+    """Raw and fluent success at (`mode`, `strength`, `suppress`, `steps`) on the evaluation half, with controls.
 
-    `eval_texts`: every held-out paragraph per language; `halves` splits them. The main matrix
-    continues the first `n_prompts` prompts of each source's *evaluation* half; the sweep (every
-    mode × strength × suppress) the first `sweep_n_prompts` of the *tuning* half, towards
-    `sweep_targets` (default: every language); the fluency bars (`steer.bench.fluency`) come from the
-    unsteered model continuing the first `n_baseline` tuning-half prompts of each language. Every
-    continuation uses the same decoding (greedy, with `repetition_penalty` / `no_repeat_ngram_size`;
-    None: `steer.generation.DEFAULT_DECODING`), and every forced one the same `steps` (None:
-    `steer.generation.DEFAULT_STEPS`; 0: every step).
-    A continuation succeeds when it is detected as the target; it is a *fluent* success when it
-    also passes the target's bar. Set `sweep_modes=()` to skip the sweep.
+    `eval_texts`: every held-out paragraph per language; `halves` splits them. Every ordered (source,
+    target) pair continues `n_prompts` prompts (`prompt`: "prefix" or "sentence") from paragraphs of
+    its own, drawn with `seed`. Beside it: the unsteered model on the same prompts, the same push on
+    `n_random` random neuron sets with the same per-layer counts, the model's own text and the true
+    text in the target (ceilings). The fluency bars come from `n_baseline` tuning-half prompts per
+    language. The optional sweep (every mode × strength × suppress of `sweep_modes`…) reads the
+    tuning half, `sweep_n_prompts` per pair (at least `sweep_min_paragraphs` per target). Every
+    continuation uses the same decoding (greedy, `repetition_penalty` / `no_repeat_ngram_size`; None:
+    `steer.generation.DEFAULT_DECODING`), and every forced one the same `steps` (None:
+    `DEFAULT_STEPS`; 0: every step).
     """
-    languages = [lang for lang in neurons.languages if lang in eval_texts] if languages is None else list(languages)
-    for lang in languages:
-        neurons.index(lang)
-    if len(languages) < 2:
-        raise ValueError("forcing a language needs at least two languages")
-    if mode not in FORCE_MODES or any(m not in FORCE_MODES for m in sweep_modes):
-        raise ValueError(f"modes must be among {', '.join(FORCE_MODES)}")
     for choice in (suppress, *sweep_suppress):
         if choice not in SUPPRESS:
             raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
-    strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
-    steps_forced = forcing_steps(steps)  # as Intervention.steps (None: every step), for the key and the result
-    sweep_targets = languages if sweep_targets is None else [t for t in sweep_targets if t in languages]
-    tune, evaluate = halves({lang: eval_texts[lang] for lang in languages})
-    short = [lang for lang in languages if len(tune[lang]) < 1]
-    if short:
-        raise ValueError(f"forcing a language needs at least 2 held-out paragraphs per language (the first half tunes, "
-                         f"the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
-    prompts = {"eval": make_prompts(evaluate, languages, n_prompts, prompt_words),
-               "tune": make_prompts(tune, languages, max(n_baseline, sweep_n_prompts), prompt_words)}
-    decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,  # one for every unit, steered or not
-                    **forcing_decoding(repetition_penalty, no_repeat_ngram_size))
-    key = stable_hash({
-        "neurons": neuron_fingerprint(neurons), "prompts": texts_fingerprint(prompts["eval"]),
-        "tune": texts_fingerprint(prompts["tune"]), "decoding": decoding, "stats": stats.meta.get("plan"),
-        "steps": steps_forced,
-    })
-    partial = Partial(checkpoint, key)
-
-    def run_unit(half: str, k: int, target: str | None, forcing: dict | None) -> dict:
-        return continue_prompts(model, neurons, stats, {s: prompts[half][s][:k] for s in languages}, target, forcing,
-                                decoding, batch_size=batch_size)
-
-    setting = dict(mode=mode, strength=strength, suppress=suppress, steps=steps)
-    units = [("baseline", lambda: run_unit("tune", n_baseline, None, None)),
-             ("unsteered", lambda: run_unit("eval", n_prompts, None, None))]
-    main = f"{mode}/{strength}/{suppress}"
-    units += [(f"main/{main}/{t}", lambda t=t: run_unit("eval", n_prompts, t, setting)) for t in languages]
-    sweep_settings = [(m, float(s), sup) for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
-    for m, s, sup in sweep_settings:
-        units += [(f"sweep/{m}/{s}/{sup}/{t}", lambda t=t, m=m, s=s, sup=sup: run_unit(
-            "tune", sweep_n_prompts, t, dict(mode=m, strength=s, suppress=sup, steps=steps))) for t in sweep_targets]
-    bar = progress_bar(progress, len(units), "forced language", unit="call")
-    done: dict[str, dict] = {}
-    try:
-        for name, compute in units:
-            bar.set_postfix_str(name)
-            done[name] = partial.get(name, compute)
-            bar.update(1)
-    finally:
-        bar.close()
-
-    # ---- the bars: the unsteered model's own text in each language
-    own = own_language_scores(done["baseline"], languages)
-    bar_of = own_language_bars(done["baseline"], languages)
-
-    def judged(unit: dict, target: str, rows) -> tuple[list[bool], list[bool], list[float]]:
-        return judge(unit, target, bar_of[target], rows)
-
-    # ---- the evaluation-half matrix at the chosen setting
-    n = len(languages)
-    success = [[None] * n for _ in languages]
-    fluent_success = [[None] * n for _ in languages]
-    unsteered_rate = [[None] * n for _ in languages]
-    per_target, examples = {}, []
-    all_raw, all_fluent, plain_all, own_all = [], [], [], []
-    unsteered = done["unsteered"]
-    for j, target in enumerate(languages):
-        unit = done[f"main/{main}/{target}"]
-        t_raw, t_fluent, t_nll = [], [], []
-        for i, source in enumerate(languages):
-            if source == target:
-                continue
-            rows = [r for r, s in enumerate(unit["sources"]) if s == source]
-            raw, fluent, nll = judged(unit, target, rows)
-            success[i][j], fluent_success[i][j] = _rate(raw), _rate(fluent)
-            plain_rows = [r for r, s in enumerate(unsteered["sources"]) if s == source]
-            plain = judged(unsteered, target, plain_rows)[1]
-            unsteered_rate[i][j] = _rate(plain)
-            t_raw, t_fluent, t_nll, plain_all = t_raw + raw, t_fluent + fluent, t_nll + nll, plain_all + plain
-            for r in rows[:n_examples]:
-                examples.append({"source": source, "target": target, "prompt": unit["prompts"][r],
-                                 "continuation": unit["texts"][r], "detected": unit["detected"][r],
-                                 "success": raw[rows.index(r)], "fluent": fluent[rows.index(r)]})
-        own_nll = [score.nll for score in own[target]]
-        # the ceiling: the model's own continuations of evaluation prompts written in the target, judged the same way
-        own_text = judged(unsteered, target, [r for r, s in enumerate(unsteered["sources"]) if s == target])[1]
-        per_target[target] = {
-            "raw": _rate(t_raw), "fluent": _rate(t_fluent), "n": len(t_raw),
-            "fluency_nll": mean_or_none(t_nll), "own_language_nll": mean_or_none(own_nll),
-            "own_text_fluent": _rate(own_text), "bar": bar_of[target].to_dict(),
-        }
-        all_raw, all_fluent, own_all = all_raw + t_raw, all_fluent + t_fluent, own_all + own_text
-    in_source = [d == s for d, s in zip(unsteered["detected"], unsteered["sources"])]
-
-    # ---- the sweep (tuning half): raw and fluent success per setting
-    sweep = None
-    if sweep_settings:
-        sweep = {"modes": list(sweep_modes), "strengths": [float(s) for s in sweep_strengths],
-                 "suppress": list(sweep_suppress), "targets": list(sweep_targets), "n_prompts": sweep_n_prompts,
-                 "half": "tune", "settings": []}
-        for m, s, sup in sweep_settings:
-            raw_all, fluent_all, by_target = [], [], {}
-            for t in sweep_targets:
-                unit = done[f"sweep/{m}/{s}/{sup}/{t}"]
-                raw, fluent, _ = judged(unit, t, range(len(unit["sources"])))
-                raw_all, fluent_all = raw_all + raw, fluent_all + fluent
-                by_target[t] = _rate(fluent)
-            sweep["settings"].append({"mode": m, "strength": s, "suppress": sup, "raw": _rate(raw_all),
-                                      "fluent": _rate(fluent_all), "fluent_per_target": by_target})
-        # success vs strength per mode at the first suppress choice (the plot)
-        first = sweep_suppress[0]
-        sweep["success"] = {m: [next(x["fluent"] for x in sweep["settings"] if (x["mode"], x["strength"], x["suppress"])
-                                     == (m, float(s), first)) for s in sweep_strengths] for m in sweep_modes}
-    return {
-        "benchmark": "forced",
-        "method": neurons.method,
-        "languages": languages,
-        "mode": mode,
-        "strength": strength,
-        "suppress": suppress,
-        "steps": steps_forced,
-        "decoding": decoding,
-        "split": {"tune": "first half of each language's held-out paragraphs (sweeps, fluency bars)",
-                  "eval": "second half (every reported figure)",
-                  "sizes": {lang: [len(tune[lang]), len(evaluate[lang])] for lang in languages}},
-        "prompts": prompts["eval"],
-        "success": success,
-        "fluent_success": fluent_success,
-        "unsteered_success": unsteered_rate,
-        "success_rate": _rate(all_raw),
-        "fluent_success_rate": _rate(all_fluent),
-        "unsteered_fluent_rate": _rate(plain_all),
-        "own_text_fluent_rate": _rate(own_all),
-        "per_target": per_target,
-        "bars": {lang: b.to_dict() for lang, b in bar_of.items()},
-        "unsteered": {
-            "in_source_language": _rate(in_source),
-            "examples": [{"source": s, "prompt": p, "continuation": t, "detected": d} for s, p, t, d in
-                         zip(unsteered["sources"], unsteered["prompts"], unsteered["texts"], unsteered["detected"])][
-                         :: max(1, n_prompts)],
-        },
-        "examples": examples,
-        "sweep": sweep,
-    }
+    if mode not in FORCE_MODES or any(m not in FORCE_MODES for m in sweep_modes):
+        raise ValueError(f"modes must be among {', '.join(FORCE_MODES)}")
+    setting = Setting("default", mode, strength, suppress, "all", steps)
+    run = ForcedRun(model, stats, eval_texts, {"default": neurons}, languages=languages, prompt=prompt,
+                    prompt_words=prompt_words, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                    no_repeat_ngram_size=no_repeat_ngram_size, n_baseline=n_baseline, seed=seed,
+                    batch_size=batch_size, checkpoint=checkpoint, progress=progress)
+    targets = run.languages if sweep_targets is None else [t for t in sweep_targets if t in run.languages]
+    sweep = [run.sweep_cell(replace(setting, mode=m, strength=float(s), suppress=sup), sweep_n_prompts, targets,
+                            min_paragraphs=sweep_min_paragraphs)
+             for m in sweep_modes for s in sweep_strengths for sup in sweep_suppress]
+    return run.report(setting, per_pair=n_prompts, n_random=n_random, n_own=n_own, n_examples=n_examples,
+                      sweep=sweep or None)
 
 
 def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
     result = forced_language(
         ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
-        n_prompts=spec.n_prompts, prompt_words=spec.prompt_words, mode=spec.mode or DEFAULT_FORCE_MODE,
-        strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS, steps=spec.steps,
-        repetition_penalty=spec.repetition_penalty,
-        no_repeat_ngram_size=spec.no_repeat_ngram_size, n_baseline=spec.n_baseline, sweep_modes=spec.sweep_modes,
+        prompt=spec.prompt, n_prompts=spec.n_prompts, prompt_words=spec.prompt_words,
+        mode=spec.mode or DEFAULT_FORCE_MODE, strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS,
+        steps=spec.steps, repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+        n_baseline=spec.n_baseline, n_random=spec.n_random, seed=spec.seed, sweep_modes=spec.sweep_modes,
         sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
         sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
         checkpoint=job.checkpoint, progress=ctx.progress,
-    )
+    ).to_dict()
     plot_forced(result, job.figures[0])
     result["neurons"] = spec.neurons
     return result
 
 
 def _key(ctx: Context) -> dict:
-    # the steering strengths come from the stats; a spec without mode/strength uses the defaults
-    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, DEFAULT_STEPS]}
+    # the steering strengths come from the stats; a spec without mode/strength uses the defaults; the verdicts
+    # depend on the judge's constants
+    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, DEFAULT_STEPS],
+            "judge": JUDGE_CONSTANTS, "protocol": 2}
 
 
 register(Benchmark(

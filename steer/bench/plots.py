@@ -90,32 +90,45 @@ def plot_delta_ppl(result: dict, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+FORCED_SERIES = (("forced", "forced", "#1b9e77"), ("random", "random neurons", "#d95f02"),
+                 ("unsteered", "unsteered", "#999999"), ("own_text", "own text (ceiling)", "#7570b3"),
+                 ("human_text", "human text (ceiling)", "#e7298a"))
+
+
 def plot_forced(result: dict, path: str | Path) -> Path:
-    """Success matrix (source × target) at the default setting, and success vs strength per mode."""
-    sweep = result.get("sweep")
+    """Fluent success matrix (source × target) at the setting, and per target fluent success with its 95% interval
+    beside the random-neuron control, the unsteered rate and both ceilings."""
     langs = result["languages"]
+    targets = list(result["per_target"])
     side = 0.45 * max(len(langs), 4) + 2
-    fig = _figure(side + (4.5 if sweep else 0) + 0.5, 0.42 * max(len(langs), 4) + 1.8)
-    axes = fig.subplots(1, 2 if sweep else 1, squeeze=False)[0]
-    heatmap(fig, axes[0], result.get("fluent_success", result["success"]), langs, langs, center=None, cmap="viridis",
-            vmin=0, vmax=1, title=f"fluent forced-language success ({result['mode']}, strength {result['strength']:g})",
-            label="fraction fluent and detected as target", fmt="{:.1f}")
+    fig = _figure(side + 0.5 * len(targets) + 3.5, 0.42 * max(len(langs), 4) + 1.8)
+    axes = fig.subplots(1, 2, squeeze=False, width_ratios=[side, 0.5 * len(targets) + 3])[0]
+    setting = result["setting"]
+    heatmap(fig, axes[0], result["fluent_matrix"], langs, targets, center=None, cmap="viridis", vmin=0, vmax=1,
+            title=f"fluent success ({setting['mode']}, strength {setting['strength']:g})",
+            label="fraction fluent in the target", fmt="{:.1f}")
     axes[0].set_xlabel("target language")
     axes[0].set_ylabel("prompt language")
-    if sweep:
-        ax = axes[1]
-        for mode in sweep["modes"]:
-            rates = [np.nan if r is None else r for r in sweep["success"][mode]]
-            ax.plot(sweep["strengths"], rates, marker=MODE_MARKERS.get(mode, "o"), label=mode)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sweep["strengths"], [f"{s:g}" for s in sweep["strengths"]])
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("strength")
-        ax.set_ylabel("fluent success rate (tuning half)")
-        ax.set_title(f"fluent success vs strength ({len(sweep['targets'])} targets, {sweep['n_prompts']} prompt/source)",
-                     fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax = axes[1]
+    x = np.arange(len(targets) + 1)
+    width = 0.8 / len(FORCED_SERIES)
+    for k, (key, label, color) in enumerate(FORCED_SERIES):
+        rates = [result["per_target"][t][key] for t in targets] + [result if key == "forced" else result[key]]
+        values = np.array([np.nan if r is None or r["fluent_success"] is None else r["fluent_success"] for r in rates])
+        low = np.array([np.nan if r is None or r["fluent_success_ci"] is None else r["fluent_success_ci"][0]
+                        for r in rates])
+        high = np.array([np.nan if r is None or r["fluent_success_ci"] is None else r["fluent_success_ci"][1]
+                         for r in rates])
+        offset = x - 0.4 + (k + 0.5) * width
+        ax.bar(offset, values, width, color=color, label=label)
+        ax.errorbar(offset, values, yerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)], fmt="none",
+                    ecolor="black", elinewidth=0.7, capsize=1.5)
+    ax.set_xticks(x, targets + ["all"])
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(f"fluent success ({result['half']} half, 95% CI)")
+    ax.set_title(f"fluent success per target, {result['prompt']} prompts", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncols=2)
     return save_figure(fig, path)
 
 

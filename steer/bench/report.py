@@ -83,51 +83,78 @@ def forcing_steps_phrase(steps: int | None) -> str:
     return "forcing every step" if steps is None else f"forcing the first {steps} steps"
 
 
+def _ci(rates: dict | None, key: str = "fluent_success") -> str:
+    """A rate with its 95% interval, e.g. "0.24 [0.18, 0.31]" ("–" when there is none)."""
+    if not rates or rates.get(key) is None:
+        return "–"
+    ci = rates.get(f"{key}_ci")
+    return f"{rates[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def forced_table(result: dict) -> list[str]:
+    """Per target and overall: fluent (raw) success with 95% intervals beside the random-neuron control, the
+    unsteered rate and both ceilings (markdown rows)."""
+    lines = ["| target | n | fluent | raw | random neurons: fluent | unsteered: fluent | own text (ceiling) | "
+             "human text (ceiling) |", "|---|---|---|---|---|---|---|---|"]
+    for target, row in result["per_target"].items():
+        lines.append(f"| {target} | {row['forced']['n']} | {_ci(row['forced'])} | {_ci(row['forced'], 'raw_success')} | "
+                     f"{_ci(row['random'])} | {_ci(row['unsteered'])} | {_ci(row['own_text'])} | "
+                     f"{_ci(row['human_text'])} |")
+    lines.append(f"| **all** | {result['n']} | **{_ci(result)}** | {_ci(result, 'raw_success')} | {_ci(result['random'])} | "
+                 f"{_ci(result['unsteered'])} | {_ci(result['own_text'])} | {_ci(result['human_text'])} |")
+    return lines
+
+
 def forced_section(result: dict, figure: str) -> str:
+    setting = result["setting"]
     decoding = result.get("decoding", {})
     extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in decoding.items()
                       if k in ("repetition_penalty", "no_repeat_ngram_size") and v is not None)
-    lines = [f"## Forced language ({result['method']}, mode {result['mode']}, strength {result['strength']:g}, "
-             f"suppress {result.get('suppress', 'others')}, {forcing_steps_phrase(result.get('steps'))}"
-             f"{', ' + extra if extra else ''})", "",
+    split = result["split"]
+    lines = [f"## Forced language ({result['method']}, mode {setting['mode']}, strength {setting['strength']:g}, "
+             f"suppress {setting['suppress']}, {forcing_steps_phrase(setting['steps'])}"
+             f"{', ' + extra if extra else ''}; {result['prompt']} prompts)", "",
              f"![forced language]({figure})", ""]
-    unsteered = result["unsteered"]
+    own_bars = sum(not bar["pooled"] for bar in result["bars"].values())
     lines.append(
-        f"Evaluation half of the held-out paragraphs (the sweep read only the tuning half). A continuation is a *raw* "
-        f"success when the language identifier assigns it to the target, a *fluent* success when it also reads like "
-        f"the model's own text in the target (NLL under the unsteered model, share of distinct tokens, longest "
-        f"repeated run; bars from unsteered text in that language). Fluent success {_pct(result['fluent_success_rate'])}, "
-        f"raw {_pct(result['success_rate'])}; without steering {_pct(result['unsteered_fluent_rate'])} of "
-        f"continuations are fluent text in the other language, and {_pct(unsteered['in_source_language'])} stay in "
-        f"their prompt language. The ceiling: {_pct(result.get('own_text_fluent_rate'))} of the model's own "
-        f"continuations of evaluation prompts written in the target pass the same test."
+        f"Evaluation half of the held-out paragraphs (sweeps and the fluency bars read only the tuning half); "
+        f"{result['n_per_pair']} prompt(s) per (source, target) pair, each from its own paragraph (seed {result['seed']}), "
+        f"{result['n']} continuations from {result['n_paragraphs']} paragraphs. A continuation is a *raw* success when "
+        f"the language identifier's top-1 over all its languages is the target, a *fluent* success when it also reads "
+        f"like the model's own text in the target (NLL under the unsteered model within the target's bar), has a "
+        f"distinct-token share of at least {result['judge']['min_distinct_share']:g} and no token repeated more than "
+        f"{result['judge']['max_run']} times in a row (digits aside), and is not another prompt's continuation word "
+        f"for word. Brackets: 95% intervals from a bootstrap over paragraphs. Controls: the same push on random neurons "
+        f"with the same per-layer counts ({split['n_random']} seeds), the unsteered model on the same prompts, the "
+        f"model's own continuations of prompts written in the target and the true continuations of such paragraphs "
+        f"({split['n_own']} per target). Bars: {own_bars} of {len(result['bars'])} languages from at least "
+        f"{result['judge']['min_baseline']} of their own continuations ({split['n_baseline']} tuning prompts each); "
+        f"the others from a fallback, marked in the table below."
     )
-    lines += ["", "| target | raw | fluent | own text fluent (ceiling) | NLL of fluent successes | NLL of own text | "
-              "bar: NLL ≤, distinct ≥, run ≤ |", "|---|---|---|---|---|---|---|"]
+    lines += [""] + forced_table(result)
+    lines += ["", "| target | NLL of fluent successes | NLL of own text | bar: NLL ≤ (from) | why forced continuations "
+              "fail | detected among the languages |", "|---|---|---|---|---|---|"]
     for target, row in result["per_target"].items():
         bar = row["bar"]
-        lines.append(f"| {target} | {_pct(row['raw'])} | {_pct(row['fluent'])} | {_pct(row.get('own_text_fluent'))} | "
-                     f"{_f(row['fluency_nll'], '{:.2f}')} | "
-                     f"{_f(row['own_language_nll'], '{:.2f}')} | {bar['nll_max']:.2f}, {bar['distinct_min']:.2f}, "
-                     f"{bar['max_run_max']}{' (pooled)' if bar['pooled'] else ''} |")
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(row["failures"].items(), key=lambda kv: -kv[1]))
+        among = ", ".join(f"{k} {v}" for k, v in sorted(row["confusion"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {target} | {_f(row['fluency_nll'], '{:.2f}')} | {_f(row['own_language_nll'], '{:.2f}')} | "
+                     f"{bar['nll_max']:.2f} ({bar['source']}, {bar['n']}) | {fails} | {among} |")
     sweep = result.get("sweep")
     if sweep:
-        lines += ["", f"Sweep on the tuning half ({len(sweep['targets'])} targets, {sweep['n_prompts']} prompt per source):",
-                  "", "| mode | strength | suppress | raw | fluent |", "|---|---|---|---|---|"]
-        for row in sorted(sweep["settings"], key=lambda r: -(r["fluent"] or 0)):
-            lines.append(f"| {row['mode']} | {row['strength']:g} | {row['suppress']} | {_pct(row['raw'])} | "
-                         f"{_pct(row['fluent'])} |")
+        lines += ["", f"Sweep on the tuning half ({sweep[0]['n']} continuations per setting, "
+                      f"{sweep[0]['n_paragraphs']} paragraphs):", "",
+                  "| mode | strength | suppress | steps | raw | fluent |", "|---|---|---|---|---|---|"]
+        for row in sorted(sweep, key=lambda r: -(r["fluent"] or 0)):
+            lines.append(f"| {row['mode']} | {row['strength']:g} | {row['suppress']} | {row['steps'] or 'all'} | "
+                         f"{_ci(row, 'raw')} | {_ci(row, 'fluent')} |")
     lines += ["", "One continuation per target language (a fluent success where there is one):", "",
               "| prompt (source) | target | continuation | detected | fluent |", "|---|---|---|---|---|"]
-    for target in result["languages"]:
-        mine = [ex for ex in result["examples"] if ex["target"] == target]
-        if not mine:
-            continue
-        ex = next((e for e in mine if e["fluent"]), next((e for e in mine if e["success"]), mine[0]))
+    for ex in result["examples"]:
         text = ex["continuation"].replace("|", "\\|").replace("\n", " ")[:100]
         prompt = ex["prompt"].replace("|", "\\|")[:60]
         lines.append(f"| {prompt} ({ex['source']}) | {ex['target']} | {text} | {ex['detected']} | "
-                     f"{'✓' if ex['fluent'] else '✗'} |")
+                     f"{'✓' if ex['fluent'] else '✗ ' + (ex['reason'] or '')} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -191,3 +218,35 @@ def write_report(out: str | Path, sections: Sequence[str], *, title: str = "stee
                  preamble: str = "") -> Path:
     text = f"# {title}\n\n" + (preamble.strip() + "\n\n" if preamble else "") + "\n".join(s.rstrip() + "\n" for s in sections)
     return write_text_atomic(Path(out) / "report.md", text)
+
+
+def forced_sweep_table(sweep: dict) -> list[str]:
+    """A tuning-half sweep file's settings (benchmarks/forced_sweep.py), best first, as markdown rows."""
+    languages = sweep["languages"]
+    lines = ["| neurons | mode | strength | suppress | phase | steps | n | raw | fluent | " + " | ".join(languages) + " |",
+             "|---" * (9 + len(languages)) + "|"]
+    for row in sweep["settings"]:
+        per = " | ".join(_f(row["per_target"][t]["fluent"], "{:.2f}") for t in languages)
+        lines.append(f"| {row['neurons']} | {row['mode']} | {row['strength']:g} | {row['suppress']} | {row['phase']} | "
+                     f"{row['steps'] or 'all'} | {row['n']} | {_ci(row, 'raw')} | **{_ci(row, 'fluent')}** | {per} |")
+    return lines
+
+
+def update_forced_blocks(text: str, results_dir: str | Path) -> str:
+    """`text` (the README) with every `<!-- forced-table: FILE -->` … `<!-- /forced-table -->` block regenerated from
+    `results_dir/FILE`: an evaluation result (`forced_table`) or a sweep (`forced_sweep_table`), under a line that
+    names the file, the command that made it and its commit."""
+    import json
+    import re
+
+    pattern = re.compile(r"(<!-- forced-table: (?P<file>[\w.\-]+) -->\n)(?P<body>.*?)(<!-- /forced-table -->)", re.S)
+
+    def render(match: "re.Match") -> str:
+        data = json.loads((Path(results_dir) / match["file"]).read_text())
+        rows = forced_sweep_table(data) if "settings" in data else forced_table(data)
+        commit = (data.get("commit") or "")[:10]
+        source = (f"*From `{Path(results_dir).name}/{match['file']}`: `{data.get('command', '?')}`"
+                  f"{f' at {commit}' if commit else ''}.*")
+        return match.group(1) + source + "\n\n" + "\n".join(rows) + "\n" + match.group(4)
+
+    return pattern.sub(render, text)

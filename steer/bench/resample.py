@@ -1,0 +1,50 @@
+"""Confidence intervals for rates over clustered units: a cluster bootstrap (resample clusters, not items).
+
+Continuations made from one paragraph are not independent (the same text, in several languages or
+under several pushes), so a rate's interval resamples paragraphs with replacement and takes every
+continuation of each drawn paragraph, then reads the percentiles of the resampled rates.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+N_BOOTSTRAP = 2000
+LEVEL = 0.95
+
+
+def bootstrap_rates(
+    flags: Sequence[bool], clusters: Sequence[Hashable], *, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+) -> Float[Tensor, " boot"]:
+    """The rate of `flags` in each of `n_boot` cluster-bootstrap resamples (`clusters`: one label per flag)."""
+    if len(flags) != len(clusters):
+        raise ValueError(f"{len(flags)} flags but {len(clusters)} cluster labels")
+    if not flags:
+        raise ValueError("no items to resample")
+    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
+    ids = torch.tensor([index[label] for label in clusters])
+    n_clusters = len(index)
+    hits = torch.bincount(ids, weights=torch.tensor([float(bool(f)) for f in flags], dtype=torch.float64),
+                          minlength=n_clusters)
+    sizes = torch.bincount(ids, minlength=n_clusters).to(torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randint(n_clusters, (n_boot, n_clusters), generator=generator)  # [boot, cluster draw]
+    return hits[drawn].sum(1) / sizes[drawn].sum(1)
+
+
+def rate_ci(
+    flags: Sequence[bool], clusters: Sequence[Hashable], *, level: float = LEVEL, n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float | None, tuple[float, float] | None]:
+    """(rate, its `level` percentile interval from a cluster bootstrap); (None, None) with no items."""
+    if not flags:
+        return None, None
+    rate = sum(map(bool, flags)) / len(flags)
+    rates = bootstrap_rates(flags, clusters, n_boot=n_boot, seed=seed)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(rates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return rate, (low, high)
