@@ -49,25 +49,39 @@ def _load(args, name=None):
                             device_map=args.device_map)
 
 
-def _languages(text: str | None) -> list[str] | None:
-    return None if not text else [part.strip() for part in text.split(",") if part.strip()]
+def _languages(text: str | None, option: str = "--languages") -> list[str] | None:
+    """A comma list of language codes, each validated and normalised (`steer.languages.normalise_codes`)."""
+    from steer.languages import normalise_codes
+
+    if text is None:
+        return None
+    codes = [part for part in text.split(",") if part.strip()]
+    if not codes:
+        raise ValueError(f"{option} is empty; give comma-separated language codes, e.g. en,de")
+    return normalise_codes(codes, what=option)
+
+
+def _local(name) -> str | None:
+    """`name` when it is a local path (a model or corpus folder the run reads), else None."""
+    return name if name is not None and Path(str(name)).expanduser().exists() else None
 
 
 def cmd_corpus_build(args) -> None:
-    from steer._io import check_replaceable_dir
+    from steer._io import prepare_out
     from steer.corpus import Corpus, build_libreoffice
     from steer.languages import DEFAULT_LANGUAGES
 
-    check_replaceable_dir(args.out, "corpus.json")  # before building anything
+    languages = _languages(args.languages)
+    prepare_out(args.out, "corpus build", inputs=[args.from_dir, args.jsonl])  # before building anything
     if (args.from_dir or args.jsonl) and (args.min_chars is not None or args.n_eval is not None):
         raise ValueError("--min-chars and --n-eval apply to the LibreOffice corpus only; leave them out with "
                          "--from-dir or --jsonl")
     if args.from_dir:
-        corpus = Corpus.from_text_dir(args.from_dir, languages=_languages(args.languages))
+        corpus = Corpus.from_text_dir(args.from_dir, languages=languages)
     elif args.jsonl:
-        corpus = Corpus.from_jsonl(args.jsonl, languages=_languages(args.languages))
+        corpus = Corpus.from_jsonl(args.jsonl, languages=languages)
     else:
-        corpus = build_libreoffice(_languages(args.languages) or DEFAULT_LANGUAGES,
+        corpus = build_libreoffice(languages or DEFAULT_LANGUAGES,
                                    min_chars=40 if args.min_chars is None else args.min_chars,
                                    n_eval=200 if args.n_eval is None else args.n_eval)
     corpus.save(args.out)
@@ -81,31 +95,33 @@ def cmd_collect(args) -> None:
     import os
 
     import steer
-    from steer._io import check_writable_dir
+    from steer._io import prepare_out
     from steer.collection import clear_checkpoint
 
-    out = check_writable_dir(args.out)  # before loading anything
+    languages = _languages(args.languages)
+    out = prepare_out(args.out, "collect", inputs=[args.corpus, _local(args.model)])  # before loading anything
     corpus = steer.load_corpus(args.corpus)  # before the model: a bad corpus is found in a moment
-    missing = [lang for lang in _languages(args.languages) or [] if lang not in corpus.languages]
+    missing = [lang for lang in languages or [] if lang not in corpus.languages]
     if missing:
         raise ValueError(f"--languages: the corpus has no language {missing}; it has {', '.join(corpus.languages)}")
     model = _load(args)
     stats = steer.collect(
-        model, corpus, languages=_languages(args.languages), batch_size=args.batch_size,
+        model, corpus, languages=languages, batch_size=args.batch_size,
         tokens_per_batch=args.tokens_per_batch,
         max_length=args.max_length, max_tokens_per_language=args.max_tokens_per_language, sq_sums=args.sq_sums,
         checkpoint=out / "checkpoint",
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank holds the full stats
         stats.save(out)
-        clear_checkpoint(out / "checkpoint")
+        clear_checkpoint(out / "checkpoint", int(stats.meta.get("world_size", 1)))
         print(f"stats for {len(stats.languages)} languages, {int(stats.tokens.sum())} tokens -> {out}")
 
 
 def cmd_identify(args) -> None:
     import steer
-    from steer.neurons import layer_concentration
+    from steer.neurons import check_neurons_out, layer_concentration
 
+    check_neurons_out(args.out, inputs=[args.stats])  # before reading anything
     stats = steer.ActivationStats.load(args.stats)
     params = {}
     if args.top_rate is not None:
@@ -124,11 +140,13 @@ def cmd_identify(args) -> None:
 
 def cmd_ablate(args) -> None:
     import steer
-    from steer._io import check_writable_dir, file_header, write_json_atomic
+    from steer._io import file_header, prepare_out, write_json_atomic
     from steer.bench.delta_ppl import ablate_language
+    from steer.languages import normalise_code
     from steer.steering import Intervention
 
-    check_writable_dir(args.out)  # before loading anything
+    prepare_out(args.out, "ablate", inputs=[args.neurons, args.corpus, _local(args.model)])  # before loading anything
+    args.language = normalise_code(args.language, what="--language")
     neurons = steer.NeuronSet.load(args.neurons)
     classes = [part.strip() for part in args.classes.split(",") if part.strip()]
     Intervention("suppress", languages=[args.language], classes=classes)  # a bad class: before the model loads
@@ -145,16 +163,19 @@ def cmd_ablate(args) -> None:
 
 def cmd_generate(args) -> None:
     import steer
-    from steer._io import check_writable_dir
+    from steer._io import prepare_out
     from steer.generation import SUPPRESS, check_generate_args
+    from steer.languages import normalise_code
 
-    if args.out:
-        check_writable_dir(args.out)  # before generating
+    if args.out is not None:  # before generating
+        prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, _local(args.model)])
+    if args.force_language is not None:
+        args.force_language = normalise_code(args.force_language, what="--force-language")
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
-    suppress = args.suppress if args.suppress in SUPPRESS else args.suppress.split(",")
+    suppress = args.suppress if args.suppress in SUPPRESS else _languages(args.suppress, "--suppress")
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
-                        strength=args.strength, suppress=suppress, steps=args.steps,
+                        strength=args.strength, suppress=suppress, steps=args.steps, phase=args.phase,
                         max_new_tokens=args.max_new_tokens)  # before the model
     model = _load(args)
     if neurons is not None:
@@ -184,12 +205,12 @@ def cmd_generate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from steer._io import check_writable_dir
-    from steer.bench.runner import run_bench
+    from steer._io import prepare_out
+    from steer.bench.runner import config_inputs, run_bench
     from steer.bench.schema import load_config
 
-    check_writable_dir(args.out)  # before loading anything
     config = load_config(args.config or args.config_option)
+    prepare_out(args.out, "bench", inputs=config_inputs(config))  # before loading anything
     for field in ("device", "dtype", "device_map"):  # the command line overrides the TOML's [model]
         if getattr(args, field) is not None:
             setattr(config.model, field, getattr(args, field))
@@ -198,7 +219,7 @@ def cmd_bench(args) -> None:
 
 def cmd_compare(args) -> None:
     import steer
-    from steer._io import check_writable_dir
+    from steer._io import prepare_out
     from steer.bench.alignment import write_alignment_report
     from steer.bench.compare import compare_neuron_sets, write_compare_report
 
@@ -207,8 +228,9 @@ def cmd_compare(args) -> None:
                          "after) or neither")
     if args.base_model and not args.trained:
         raise ValueError("--base-model and --aligned-model need --trained (the languages the alignment trained on)")
-    check_writable_dir(args.out)  # before loading anything
-    trained = _languages(args.trained)
+    trained = _languages(args.trained, "--trained")
+    prepare_out(args.out, "compare", inputs=[args.a, args.b, args.corpus, _local(args.base_model),
+                                             _local(args.aligned_model)])  # before loading anything
     result = compare_neuron_sets(steer.NeuronSet.load(args.a), steer.NeuronSet.load(args.b), trained=trained)
     report = write_compare_report(result, Path(args.out))
     print(f"comparison -> {report}")
@@ -221,10 +243,10 @@ def cmd_compare(args) -> None:
 
 def cmd_demo(args) -> None:
     import steer
-    from steer._io import check_writable_dir
+    from steer._io import prepare_out
     from steer.bench.demo import run_demo
 
-    check_writable_dir(args.out)  # before loading anything
+    prepare_out(args.out, "demo", inputs=[args.corpus, _local(args.model)])  # before loading anything
     corpus = steer.load_corpus(args.corpus) if args.corpus else None  # default: the LibreOffice help
     summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args), corpus=corpus)
     print(f"report -> {Path(args.out) / 'report.md'}")
@@ -234,12 +256,14 @@ def cmd_demo(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from steer._io import check_writable_dir
+    from steer._io import prepare_out
     from steer.align import AlignConfig, align
+    from steer.languages import normalise_code
 
-    check_writable_dir(args.out)  # before loading anything
+    prepare_out(args.out, "align", inputs=[args.corpus, _local(args.model)])  # before loading anything
     config = AlignConfig(
-        train_languages=_languages(args.train_languages), pivot=args.pivot, objective=args.objective,
+        train_languages=_languages(args.train_languages, "--train-languages"),
+        pivot=normalise_code(args.pivot, what="--pivot"), objective=args.objective,
         steps=args.steps, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, max_length=args.max_length,
         lr=args.lr, seed=args.seed, max_pairs=args.max_pairs, checkpoint_every=args.checkpoint_every,
     )
@@ -249,6 +273,8 @@ def cmd_align(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steer", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too "
+                        "(also STEER_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     corpus = sub.add_parser("corpus", help="build the corpus").add_subparsers(dest="action", required=True)
@@ -365,15 +391,26 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--max-pairs", type=positive_int)
     align.add_argument("--checkpoint-every", type=positive_int, default=50)
     align.set_defaults(func=cmd_align)
+    for leaf in (build, collect, identify, ablate, generate, bench, compare, demo, align):
+        leaf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, print the traceback too (also STEER_DEBUG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("STEER_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        print(f"steer: error: {error}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as error:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        hint = "" if debug or isinstance(error, ValueError) else " (--debug or STEER_DEBUG=1 shows the traceback)"
+        print(f"steer: error: {error}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("steer: interrupted; work up to the last checkpoint is kept: rerun the same command to resume",

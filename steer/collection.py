@@ -8,6 +8,7 @@ memory is O(languages × layers × d_mlp) whatever the corpus size.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,20 @@ def _encode(tokenizer, item, max_length: int, include_bos: bool, bos_id: int | N
 
 
 def _plan_fingerprint(batches: list[Batch]) -> str:
-    digest_parts = [f"{b.language}:{b.input_ids.shape}:{int(b.input_ids.sum())}:{int(b.count_mask.sum())}" for b in batches]
-    return sha256_text(*digest_parts)[:16]
+    """A hash of every token id, mask and language of the plan: any edit of what is counted changes it."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        digest.update(f"{batch.language}:{tuple(batch.input_ids.shape)}".encode())
+        for tensor in (batch.input_ids, batch.attention_mask, batch.count_mask):
+            digest.update(tensor.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _corpus_fingerprint(corpus, texts: dict[str, list]) -> str:
+    """The corpus' own fingerprint, or for texts given as a dict a hash of every text."""
+    if hasattr(corpus, "fingerprint"):
+        return corpus.fingerprint()
+    return sha256_text("steer.texts.v1", *(f"{lang}\0{item!r}" for lang, items in texts.items() for item in items))
 
 
 def weighted_sum(weights: Float[Tensor, " rows"], x: Float[Tensor, "rows neuron"]) -> Float[Tensor, " neuron"]:
@@ -265,16 +278,16 @@ def collect(
     mine = [i for i in range(len(batches)) if i % world == rank]
     meta = {
         "model": {**info.to_dict()},
-        "corpus": {"fingerprint": getattr(corpus, "fingerprint", lambda: "in-memory")(), "split": split,
+        "corpus": {"fingerprint": _corpus_fingerprint(corpus, texts), "split": split,
                    "source": getattr(corpus, "source", "in-memory")},
         "params": {"batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_length": max_length, "include_bos": include_bos,
                    "max_tokens_per_language": max_tokens_per_language,
                    "response_only": any(not isinstance(t, str) for lang in languages for t in texts[lang][:1])},
         "plan": _plan_fingerprint(batches),
     }
-    stats, done = _resume(checkpoint, meta, languages, info, sq_sums, rank)
-    counter = _Counter(model, stats, range(info.n_layers))  # totals live beside each layer's activations
     batch_tokens = [int(batch.count_mask.sum()) for batch in batches]  # from the plan: no device sync per batch
+    stats, done = _resume(checkpoint, meta, languages, info, sq_sums, rank, world, batches, batch_tokens, mine)
+    counter = _Counter(model, stats, range(info.n_layers))  # totals live beside each layer's activations
     todo = mine[done:]
     started = time.perf_counter()
     bar = progress_bar(progress and rank == 0, total=sum(batch_tokens[i] for i in mine), desc="collect", unit="tok",
@@ -292,15 +305,15 @@ def collect(
                 bar.update(batch_tokens[index])
                 if checkpoint is not None and step % checkpoint_every == 0:
                     counter.fold()
-                    _save_checkpoint(checkpoint, stats, step, rank)
+                    _save_checkpoint(checkpoint, stats, step, rank, world)
     finally:
         bar.close()
     counter.fold()
     stats.meta["seconds"] = round(time.perf_counter() - started, 3)
+    if checkpoint is not None:  # this rank's own counts: a rerun resumes with nothing left to do
+        _save_checkpoint(checkpoint, stats, len(mine), rank, world)
     if world > 1:
         _all_reduce(stats, device)
-    if checkpoint is not None:
-        _save_checkpoint(checkpoint, stats, len(mine), rank)
     return stats
 
 
@@ -347,33 +360,61 @@ def checkpoint_file(checkpoint: str | Path, rank: int = 0) -> Path:
     return Path(checkpoint) / f"rank{rank}.safetensors"
 
 
-def clear_checkpoint(checkpoint: str | Path) -> None:
-    """Remove a finished run's checkpoint files (and the folder, when nothing else is in it)."""
+def clear_checkpoint(checkpoint: str | Path, world_size: int = 1) -> None:
+    """Remove the checkpoint files a finished run of `world_size` processes wrote, and nothing else (the
+    folder goes too once nothing is left in it)."""
     folder = Path(checkpoint)
-    for file in folder.glob("rank*.safetensors"):
-        file.unlink()
+    for rank in range(world_size):
+        checkpoint_file(folder, rank).unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 
 
-def _save_checkpoint(checkpoint, stats: ActivationStats, done: int, rank: int) -> None:
+def _save_checkpoint(checkpoint, stats: ActivationStats, done: int, rank: int, world: int = 1) -> None:
     Path(checkpoint).mkdir(parents=True, exist_ok=True)
-    stats.save_file(checkpoint_file(checkpoint, rank), done_batches=done)
+    stats.save_file(checkpoint_file(checkpoint, rank), done_batches=done, world_size=world)
 
 
-def _resume(checkpoint, meta, languages, info, sq_sums: bool, rank: int) -> tuple[ActivationStats, int]:
+def _resume(checkpoint, meta, languages, info, sq_sums: bool, rank: int, world: int, batches: list[Batch],
+            batch_tokens: list[int], mine: list[int]) -> tuple[ActivationStats, int]:
+    """The stats to continue from and how many of this rank's batches they hold: a fresh start without a
+    checkpoint; else the checkpoint, once everything the result depends on is the same (one line naming
+    what changed otherwise)."""
     fresh = ActivationStats.zeros(languages, info.n_layers, info.d_mlp, sq_sums=sq_sums, **meta)
     if checkpoint is None or not checkpoint_file(checkpoint, rank).exists():
         return fresh, 0
     where = checkpoint_file(checkpoint, rank)
     saved = ActivationStats.load_file(where)
-    if saved.meta.get("plan") != meta["plan"] or saved.meta.get("model", {}).get("weights_hash") != info.weights_hash:
-        raise ValueError(
-            f"the checkpoint '{where}' is for another model, corpus or batch plan; "
-            "delete it or pass another checkpoint folder"
-        )
+    stored = saved.meta
+    changed = []
+    if (stored.get("model") or {}).get("weights_hash") != info.weights_hash:
+        changed.append("model weights")
+    if (stored.get("corpus") or {}).get("fingerprint") != meta["corpus"]["fingerprint"]:
+        changed.append("corpus texts")
+    if (stored.get("corpus") or {}).get("split") != meta["corpus"]["split"]:
+        changed.append("corpus split")
     if saved.languages != list(languages):
-        raise ValueError(f"the checkpoint '{where}' is for the languages {saved.languages}; delete it to start over")
+        changed.append(f"languages ({', '.join(saved.languages)} there)")
+    if stored.get("params") != meta["params"]:
+        changed.append("batching or token settings")
+    if stored.get("plan") != meta["plan"]:
+        changed.append("batch plan")
+    if int(stored.get("world_size", 1)) != world:
+        changed.append(f"number of processes ({stored.get('world_size', 1)} there, {world} now)")
+    if changed:
+        raise ValueError(f"the checkpoint '{where}' does not match this run (changed: {'; '.join(changed)}); rerun "
+                         "as it was made to resume it, or delete it to start over")
+    done = stored.pop("done_batches", None)
+    stored.pop("world_size", None)
+    if type(done) is not int or not 0 <= done <= len(mine):
+        raise ValueError(f"the checkpoint '{where}' does not say how many batches it holds (done_batches); it is "
+                         "damaged: delete it to start over")
+    expected = torch.zeros(len(languages), dtype=torch.int64)
+    for index in mine[:done]:
+        expected[batches[index].language] += batch_tokens[index]
+    if not torch.equal(saved.tokens, expected):
+        raise ValueError(f"the checkpoint '{where}' counts {saved.tokens.tolist()} tokens per language, but its "
+                         f"first {done} batches hold {expected.tolist()}; it is damaged: delete it to start over")
     if sq_sums and saved.sq_sums is None:
         raise ValueError(
             f"the checkpoint '{where}' was collected without sq_sums, so its squares would miss the first "
@@ -381,5 +422,4 @@ def _resume(checkpoint, meta, languages, info, sq_sums: bool, rank: int) -> tupl
         )
     if not sq_sums:
         saved.sq_sums = None
-    done = int(saved.meta.pop("done_batches", 0))
     return saved, done

@@ -143,7 +143,7 @@ def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> l
 def check_generate_args(
     prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
     mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
-    steps: int | None = None, max_new_tokens: int = 32, batch_size: int = 8,
+    steps: int | None = None, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all",
 ) -> list[str]:
     """The checks `generate` makes before anything runs (they need no model, so the command line calls this
     once it has read the files, before it loads one); returns the prompts as a list."""
@@ -154,6 +154,8 @@ def check_generate_args(
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     if force_language is None:
         given = [name for name, value in (("mode", mode), ("strength", strength), ("steps", steps)) if value is not None]
+        given += [name for name, value, default in (("phase", phase, "all"), ("suppress", suppress, DEFAULT_SUPPRESS))
+                  if value != default]
         if given:
             raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with "
                              f"force_language (--force-language); give a target language or leave "
@@ -220,7 +222,7 @@ def generate(
     """
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, phase=phase)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
     if force_language is not None and neurons is None:
         neurons = forcing_neurons(stats)

@@ -56,6 +56,31 @@ def check_params(name: str, params) -> None:
     if unknown:
         which = ", ".join(f"'{key}'" for key in unknown)
         raise ValueError(f"method '{name}' takes no parameter {which}; its parameters are {', '.join(accepted)}")
+    signature = inspect.signature(METHODS[name]).parameters
+    for key, value in params.items():
+        _check_value(key, value, str(signature[key if key in signature else key + "_"].annotation))
+
+
+def _check_value(key: str, value, annotation: str) -> None:
+    """A method parameter's value against its annotation (before any work): rates in (0, 1], counts ≥ 1,
+    numbers finite, and "auto" where a string is allowed."""
+    if value is None and "None" in annotation:
+        return
+    if key.endswith(("_rate", "_ratio")):
+        _check_rate(**{key: value})
+    elif "int" in annotation and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{key} must be a whole number of at least 1, got {value!r}")
+    elif "float" in annotation:
+        number = value
+        if isinstance(value, str) and "str" in annotation:
+            if value == "auto":
+                return
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{key} must be a number or 'auto', got {value!r}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError(f"{key} must be a finite number{' or auto' if 'str' in annotation else ''}, got {value!r}")
 
 
 def identify(stats: ActivationStats, method: str = "zhang2025", **params) -> NeuronSet:

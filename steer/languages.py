@@ -9,6 +9,7 @@ counts as low-resource for this project's transfer experiments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -76,7 +77,7 @@ LIBREOFFICE_LANGUAGES = [code for code, lang in LANGUAGES.items() if lang.debian
 def language(code: str) -> Language:
     """The table's row for `code`; a clear error for a code steer does not know."""
     try:
-        return LANGUAGES[code]
+        return LANGUAGES[code.strip().lower().replace("_", "-") if isinstance(code, str) else code]
     except KeyError:
         raise ValueError(f"unknown language code '{code}'; steer knows {', '.join(sorted(LANGUAGES))}") from None
 
@@ -85,3 +86,40 @@ def language_name(code: str) -> str:
     """The English name ("eu" -> "Basque"); an unknown code is returned as it is."""
     row = LANGUAGES.get(code)
     return row.name if row else code
+
+
+# A language code as steer accepts it: BCP-47-like, a primary subtag of 2-3 letters and optional subtags of
+# 1-8 letters or digits, joined by "-" (or "_", read as "-"). Lower case once normalised.
+_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+
+
+def is_code(text: str) -> bool:
+    """Whether `text` is already a normalised language code (safe as a file name)."""
+    return isinstance(text, str) and _CODE.fullmatch(text) is not None
+
+
+def normalise_code(code, *, what: str = "language code") -> str:
+    """The one validator of language codes: surrounding whitespace dropped, lower case, "_" read as "-";
+    anything but a BCP-47-like code (e.g. "README", "../x", "e n", "") is a clear error naming `what`."""
+    if not isinstance(code, str):
+        raise ValueError(f"{what}: a language code must be a string, got {code!r}")
+    normal = code.strip().lower().replace("_", "-")
+    if not _CODE.fullmatch(normal):
+        raise ValueError(f"{what}: {code!r} is not a language code (2-3 letters, optional -subtags of letters or "
+                         "digits, e.g. en, pt-br, zh-tw)")
+    return normal
+
+
+def normalise_codes(codes, *, what: str = "languages") -> list[str]:
+    """Each code normalised (`normalise_code`); two that normalise alike (e.g. "en" and "EN ") are an error."""
+    if isinstance(codes, str):
+        codes = [codes]
+    normal = [normalise_code(code, what=what) for code in codes]
+    seen: dict[str, object] = {}
+    for given, code in zip(codes, normal):
+        if code in seen:
+            twice = f"'{code}' is given twice" if seen[code] == given else \
+                f"{seen[code]!r} and {given!r} are the same language ('{code}')"
+            raise ValueError(f"{what}: {twice}; give each language once")
+        seen[code] = given
+    return normal

@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from steer._io import steer_version, write_json_atomic
+from steer._io import check_out_file, prepare_out, steer_version, write_json_atomic
+from steer.languages import normalise_code, normalise_codes
 from steer.models import check_model
 
 CLASSES = ("specific", "related")
@@ -32,16 +33,16 @@ class NeuronSet:
     method: str = "custom"
     params: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    # The file this set was read from, when that file records no model: checks against a model then refuse it.
+    unrecorded_file: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.languages = list(self.languages)
+        self.languages = normalise_codes(self.languages, what="neuron set languages")
         self.membership = torch.as_tensor(self.membership).to(torch.bool)
         if self.membership.ndim != 3 or self.membership.shape[0] != len(self.languages):
             raise ValueError(
                 f"membership must be [lang={len(self.languages)}, layer, neuron], got {tuple(self.membership.shape)}"
             )
-        if len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"languages must be unique, got {self.languages}")
         if self.general is None:
             self.general = torch.zeros(self.membership.shape[1:], dtype=torch.bool)
         self.general = torch.as_tensor(self.general).to(torch.bool)
@@ -56,10 +57,10 @@ class NeuronSet:
         return self.membership.shape[2]
 
     def index(self, language: str) -> int:
-        try:
-            return self.languages.index(language)
-        except ValueError:
-            raise ValueError(f"unknown language '{language}'; this set has {', '.join(self.languages)}") from None
+        code = normalise_code(language, what="language")
+        if code not in self.languages:
+            raise ValueError(f"unknown language '{language}'; this set has {', '.join(self.languages)}")
+        return self.languages.index(code)
 
     def sharing(self) -> Int[Tensor, "layer neuron"]:
         """N: how many of the languages each neuron belongs to."""
@@ -102,7 +103,9 @@ class NeuronSet:
             general &= layer_keep[:, None]
         chosen = self.languages if languages is None else ([languages] if isinstance(languages, str) else list(languages))
         rows = [self.index(lang) for lang in chosen]
-        subset = NeuronSet(chosen, membership[rows], general, self.method, dict(self.params), dict(self.meta))
+        chosen = [self.languages[row] for row in rows]
+        subset = NeuronSet(chosen, membership[rows], general, self.method, dict(self.params), dict(self.meta),
+                           self.unrecorded_file)
         subset.meta["selection"] = {"languages": chosen, "classes": classes,
                                     "layers": None if layers is None else layer_list}
         return subset
@@ -183,7 +186,8 @@ class NeuronSet:
                 rows = torch.stack([other.membership[other.index(lang)] for lang in extra])
                 membership = torch.cat([membership, rows])
                 languages += extra
-        return NeuronSet(languages, membership, general, f"({self.method}{op}{other.method})", {}, dict(self.meta))
+        return NeuronSet(languages, membership, general, f"({self.method}{op}{other.method})", {}, dict(self.meta),
+                         self.unrecorded_file or other.unrecorded_file)
 
     def union(self, other: "NeuronSet") -> "NeuronSet":
         """Per language (rows matched by name): the memberships of either set; languages of both."""
@@ -211,7 +215,7 @@ class NeuronSet:
         if tuple(mask.shape) != (self.n_layers, self.d_mlp):
             raise ValueError(f"positions must be a [{self.n_layers}, {self.d_mlp}] mask, got {tuple(mask.shape)}")
         return NeuronSet(list(self.languages), self.membership & ~mask, self.general & ~mask, self.method,
-                         dict(self.params), dict(self.meta))
+                         dict(self.params), dict(self.meta), self.unrecorded_file)
 
     __or__, __and__, __sub__ = union, intersection, difference
 
@@ -260,7 +264,7 @@ class NeuronSet:
         membership = draw(self.membership.sum(2))
         general = draw(self.general.sum(1))
         return NeuronSet(list(self.languages), membership, general, f"random_like({self.method})",
-                         {"seed": seed}, dict(self.meta))
+                         {"seed": seed}, dict(self.meta), self.unrecorded_file)
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
@@ -280,16 +284,15 @@ class NeuronSet:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the set as JSON to `path`, or to `path/neurons.json` when `path` is a folder."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "neurons.json"
-        return write_json_atomic(path, self.to_dict())
+        """Write the set as JSON to `path` (a new file or a neuron set steer wrote), or to `path/neurons.json`
+        when `path` names a folder (no .json suffix; the output rule of `steer._io.prepare_out`)."""
+        return write_json_atomic(check_neurons_out(path, option="path"), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> "NeuronSet":
+    def load(cls, path: str | Path, model=None, *, unrecorded: bool = False) -> "NeuronSet":
         """Read a file written by `save` (or `path/neurons.json` for a folder), validating every index; with
-        `model`, check it was made for that model."""
+        `model`, check it was made for that model. A file that records no model is refused by every check
+        against a model (here or when steering) unless `unrecorded=True` says the check is not wanted."""
         path = Path(path)
         if path.is_dir():
             if not (path / "neurons.json").is_file():
@@ -308,8 +311,10 @@ class NeuronSet:
         if fmt != FORMAT:
             raise ValueError(f"'{path}' is not a steer neuron set (run `steer identify` to make one)")
         membership, general = _parse_neurons(data, path)
+        meta = data.get("meta", {})
+        recorded = isinstance(meta, dict) and isinstance(meta.get("model"), dict) and meta["model"].get("weights_hash")
         neurons = cls(data["languages"], membership, general, data.get("method", "custom"), data.get("params", {}),
-                      data.get("meta", {}))
+                      meta if isinstance(meta, dict) else {}, None if recorded or unrecorded else str(path))
         if model is not None:
             neurons.check_model(model, what=f"neuron set '{path}'")
         return neurons
@@ -319,7 +324,26 @@ class NeuronSet:
 
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
-        check_model(recorded, model, what)
+        check_model(recorded, model, what, require_record=self.unrecorded_file is not None)
+
+
+def is_neuron_file(path: str | Path) -> bool:
+    """Whether `path` is a neuron set file steer wrote (a JSON object with its format)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("steer.NeuronSet/")
+
+
+def check_neurons_out(path, *, inputs=(), option: str = "--out") -> Path:
+    """Where a neuron set goes, checked before any work: a `.json` path is a file (new, or a neuron set steer
+    wrote); any other path is a folder under the output rule (`prepare_out`, verb identify) that gets
+    `neurons.json`. Returns the file path."""
+    given = str(path) if path is not None else ""
+    if given.strip().lower().endswith(".json"):
+        return check_out_file(path, is_neuron_file, what="neuron set", inputs=inputs, option=option)
+    return prepare_out(path, "identify", inputs=inputs, option=option) / "neurons.json"
 
 
 def layer_concentration(neurons: NeuronSet, edge_fraction: float = 0.2) -> dict:

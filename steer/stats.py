@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steer._io import atomic_file, steer_version, write_json_atomic
+from steer._io import atomic_file, prepare_out, steer_version, write_json_atomic
+from steer.languages import normalise_code, normalise_codes
 from steer.models import check_model
 
 STATS_FILE = "stats.safetensors"
@@ -42,15 +43,15 @@ class ActivationStats:
     sums: Float[Tensor, "lang layer neuron"] | None = None
     sq_sums: Float[Tensor, "lang layer neuron"] | None = None
     meta: dict = field(default_factory=dict)
+    # The file these stats were read from, when it records no model: checks against a model then refuse them.
+    unrecorded_file: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.languages = list(self.languages)
+        self.languages = normalise_codes(self.languages, what="stats languages")
         self.active = torch.as_tensor(self.active).to(torch.int64)
         self.tokens = torch.as_tensor(self.tokens).to(torch.int64)
         if self.active.ndim != 3:
             raise ValueError(f"active must be [lang, layer, neuron], got shape {tuple(self.active.shape)}")
-        if len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"languages must be unique, got {self.languages}")
         if self.active.shape[0] != len(self.languages) or self.tokens.shape != (len(self.languages),):
             raise ValueError(
                 f"{len(self.languages)} languages but active has {self.active.shape[0]} rows and tokens shape "
@@ -125,10 +126,10 @@ class ActivationStats:
         return self.active.shape[2]
 
     def index(self, language: str) -> int:
-        try:
-            return self.languages.index(language)
-        except ValueError:
-            raise ValueError(f"language '{language}' is not in these stats ({', '.join(self.languages)})") from None
+        code = normalise_code(language, what="language")
+        if code not in self.languages:
+            raise ValueError(f"language '{language}' is not in these stats ({', '.join(self.languages)})")
+        return self.languages.index(code)
 
     # ---------------------------------------------------------------- derived
     def probs(self) -> Float[Tensor, "lang layer neuron"]:
@@ -152,13 +153,20 @@ class ActivationStats:
         return (self.sq_sums / n - mean.square()).clamp(min=0).sqrt().to(torch.float32)
 
     # ---------------------------------------------------------------- merging
-    def merge(self, other: "ActivationStats") -> "ActivationStats":
-        """Stats of the union of the two (disjoint) datasets; languages are matched by name."""
+    def merge(self, other: "ActivationStats", *, unrecorded: bool = False) -> "ActivationStats":
+        """Stats of the union of the two (disjoint) datasets; languages are matched by name.
+
+        Both must record the same model; stats that record none are refused unless `unrecorded=True`
+        (the merged stats then record no model, unless both record the same one).
+        """
         if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
             raise ValueError("cannot merge stats of different shapes (another model?)")
-        mine, theirs = self.meta.get("model", {}), other.meta.get("model", {})
-        if mine.get("weights_hash") and theirs.get("weights_hash") and mine["weights_hash"] != theirs["weights_hash"]:
+        mine, theirs = self.meta.get("model", {}).get("weights_hash"), other.meta.get("model", {}).get("weights_hash")
+        if mine and theirs and mine != theirs:
             raise ValueError("cannot merge stats collected on different models (weights hashes differ)")
+        if not (mine and theirs) and not unrecorded:
+            raise ValueError("cannot merge stats that record no model (no weights hash): nothing shows they come "
+                             "from one model; pass unrecorded=True to merge them anyway")
         languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
         merged = ActivationStats.zeros(
             languages, self.n_layers, self.d_mlp, sq_sums=self.sq_sums is not None and other.sq_sums is not None
@@ -175,6 +183,9 @@ class ActivationStats:
         if not has_sums:
             merged.sums = None
         merged.meta = {key: value for key, value in self.meta.items() if key not in ("corpus", "tokens")}
+        if not (mine and theirs):
+            merged.meta.pop("model", None)
+        merged.unrecorded_file = self.unrecorded_file or other.unrecorded_file
         merged.meta["merged_from"] = [self.meta.get("corpus"), other.meta.get("corpus")]
         return merged
 
@@ -192,7 +203,8 @@ class ActivationStats:
         """A clear error when these stats were collected on another model (shape or weights)."""
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
-        check_model(recorded, model, "this set of activation stats")
+        what = "this set of activation stats" if self.unrecorded_file is None else f"the stats '{self.unrecorded_file}'"
+        check_model(recorded, model, what, require_record=self.unrecorded_file is not None)
 
     def to_dict_meta(self) -> dict:
         return {
@@ -226,11 +238,11 @@ class ActivationStats:
         return Path(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write the folder `path`: stats.safetensors (complete on its own) and a readable stats.json."""
-        path = Path(path)
-        if path.is_file():
-            raise ValueError(f"'{path}' is a file; stats are saved into a folder")
-        path.mkdir(parents=True, exist_ok=True)
+        """Write the folder `path`: stats.safetensors (complete on its own) and a readable stats.json.
+
+        The folder follows the output rule (`steer._io.prepare_out`): new, empty, or one steer made for stats.
+        """
+        path = prepare_out(path, "collect", option="path")
         self.save_file(path / STATS_FILE)
         write_json_atomic(path / META_FILE, self.to_dict_meta())
         return path
@@ -254,8 +266,9 @@ class ActivationStats:
         return cls._from_parts(_json(header["languages"], path), tensors, meta, path)
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> "ActivationStats":
-        """Read stats written by `save`; with `model`, check they were collected on that model."""
+    def load(cls, path: str | Path, model=None, *, unrecorded: bool = False) -> "ActivationStats":
+        """Read stats written by `save`; with `model`, check they were collected on that model. Stats that
+        record no model are refused by every check against a model unless `unrecorded=True`."""
         path = Path(path)
         if path.is_file():
             path = path.parent
@@ -279,6 +292,8 @@ class ActivationStats:
             except (SafetensorError, OSError) as error:
                 raise ValueError(f"cannot read '{path / STATS_FILE}' ({error}); recollect the stats") from None
             stats = cls._from_parts(meta["languages"], tensors, meta, path)
+        if not unrecorded and not (stats.meta.get("model") or {}).get("weights_hash"):
+            stats.unrecorded_file = str(path)
         if model is not None:
             stats.check_model(model)
         return stats

@@ -75,6 +75,11 @@ class Intervention:
             raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
+        if self.layers is not None:
+            self.layers = list(self.layers) if not isinstance(self.layers, (int, str)) else [self.layers]
+            bad = [layer for layer in self.layers if isinstance(layer, bool) or not isinstance(layer, int)]
+            if bad:
+                raise ValueError(f"layers must be whole layer numbers, got {bad[0]!r}")
         if self.op == "scale" and (self.factor is None or not math.isfinite(self.factor)):
             raise ValueError(f"scale needs a finite factor, got {self.factor}")
         for name in ("value", "alpha"):
@@ -137,10 +142,16 @@ class _Phase:
         """The slice [lo, hi) of this forward's positions that the phase covers, cut after the position that
         predicts the `steps`-th new token when `steps` is given.
 
-        Outside `steer.generate` (no prompt width known) every position is prompt, and `steps` has no effect.
+        Outside `steer.generate` no prompt width is known: "all" and "prompt" then cover every position, and
+        a phase that needs the prompt's end ("generated", "output") or `steps` is an error, never a no-op.
         """
         if self.prompt_width is None:
-            return (0, seq) if phase in ("all", "prompt") else (seq, seq)
+            if phase not in ("all", "prompt") or steps is not None:
+                what = f"phase '{phase}'" if phase not in ("all", "prompt") else "steps"
+                raise RuntimeError(f"{what} needs to know where the prompt ends, which only steer.generate tells "
+                                   "the steering; for your own forward passes use phase 'all' or 'prompt' without "
+                                   "steps")
+            return 0, seq
         lo, hi = 0, seq
         if phase != "all":
             # "output": the positions whose next token is generated (the prompt's last one, and every generated one)

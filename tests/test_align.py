@@ -109,7 +109,7 @@ def test_out_folder_that_is_not_ours_is_refused(tiny, corpus, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="is not a steer align folder"):
+    with pytest.raises(ValueError, match="is a folder steer did not write"):
         align(tiny, corpus, out, AlignConfig(["eu"], steps=1), progress=False)
     assert (out / "notes.txt").read_text() == "mine"
 

@@ -146,7 +146,7 @@ def test_specificity_uses_the_margin_over_the_best_other_language():
 def test_identify_is_vectorised_on_a_large_tensor():
     torch.manual_seed(0)
     probs = torch.rand(10, 32, 14336) ** 4
-    stats = stats_from_probs(probs, tokens=10_000, languages=[f"l{i}" for i in range(10)])
+    stats = stats_from_probs(probs, tokens=10_000, languages=[f"l{chr(97 + i)}" for i in range(10)])
     neurons = steer.identify(stats, method="zhang2025")
     assert neurons.params["n_selected"] == round(0.01 * 32 * 14336)
 

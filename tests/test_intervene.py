@@ -74,7 +74,7 @@ def test_forcing_a_language_leaves_the_neurons_it_shares_on(tiny, tiny_stats, ha
     from steer.generation import force_language_interventions
 
     base = _capture(tiny)
-    specs = force_language_interventions(handmade, "de", mode=mode, strength=2.0)
+    specs = force_language_interventions(handmade, "de", mode=mode, strength=2.0, steps=0)  # every position
     steered = _capture(tiny, steering=steer.intervene(tiny, *specs, neurons=handmade, stats=tiny_stats))
     means = tiny_stats.means()[:, 1]
     de = tiny_stats.index("de")
@@ -146,14 +146,19 @@ def test_kv_cache_and_batching_change_nothing(tiny, tiny_stats, handmade, spec):
         assert not torch.allclose(a, d, atol=1e-4)  # the intervention did something
 
 
-def test_generated_phase_leaves_the_prompt_alone(tiny, tiny_stats, handmade):
-    base = _capture(tiny)
-    later = _capture(tiny, steering=steer.intervene(tiny, Intervention("suppress", languages=["de"], phase="generated"),
-                                                     neurons=handmade))
+def test_outside_generate_a_phase_that_needs_the_prompt_end_raises_instead_of_doing_nothing(tiny, handmade):
+    """A plain forward is all prompt: phase 'prompt' acts on it; 'generated', 'output' and steps cannot be
+    resolved there, and raise (they used to be silent no-ops), leaving no hook behind."""
     now = _capture(tiny, steering=steer.intervene(tiny, Intervention("suppress", languages=["de"], phase="prompt"),
                                                    neurons=handmade))
-    assert torch.equal(later, base)
     assert (now[:, [7, 20]] == 0).all()
+    hooks = hook_count(tiny)
+    for spec in (Intervention("suppress", languages=["de"], phase="generated"),
+                 Intervention("suppress", languages=["de"], phase="output"),
+                 Intervention("suppress", languages=["de"], steps=2)):
+        with pytest.raises(RuntimeError, match=r"needs to know where the prompt ends, which only steer.generate"):
+            _capture(tiny, steering=steer.intervene(tiny, spec, neurons=handmade))
+        assert hook_count(tiny) == hooks
 
 
 def test_phase_bounds_per_forward():
@@ -165,8 +170,11 @@ def test_phase_bounds_per_forward():
     assert [phase.bounds(p, 5) for p in ("prompt", "generated", "output", "all")] == [(0, 5), (5, 5), (4, 5), (0, 5)]
     phase.start = 5  # a cached decoding step: one new token
     assert [phase.bounds(p, 1) for p in ("prompt", "generated", "output")] == [(0, 0), (0, 1), (0, 1)]
-    phase.start, phase.prompt_width = 0, None  # outside generate every position is prompt
-    assert [phase.bounds(p, 5) for p in ("prompt", "generated", "output")] == [(0, 5), (5, 5), (5, 5)]
+    phase.start, phase.prompt_width = 0, None  # outside generate every position is prompt ...
+    assert [phase.bounds(p, 5) for p in ("prompt", "all")] == [(0, 5), (0, 5)]
+    for p in ("generated", "output"):  # ... and what needs the prompt's end is an error, not a no-op
+        with pytest.raises(RuntimeError, match=f"phase '{p}' needs to know where the prompt ends"):
+            phase.bounds(p, 5)
 
 
 def test_steps_cut_the_phase_after_the_position_predicting_the_last_steered_token():
@@ -182,8 +190,9 @@ def test_steps_cut_the_phase_after_the_position_predicting_the_last_steered_toke
     assert [phase.bounds(p, 1, 2) for p in ("all", "generated", "output")] == [(0, 0), (0, 0), (0, 0)]
     phase.start = 0  # no cache: the whole sequence of 7 tokens in one forward
     assert phase.bounds("all", 7, 2) == (0, 6) and phase.bounds("output", 7, 1) == (4, 5)
-    phase.prompt_width = None  # outside generate, steps have no effect
-    assert phase.bounds("all", 7, 2) == (0, 7)
+    phase.prompt_width = None  # outside generate, steps cannot be resolved: an error, not a no-op
+    with pytest.raises(RuntimeError, match="steps needs to know where the prompt ends"):
+        phase.bounds("all", 7, 2)
 
 
 def test_steps_force_the_first_tokens_then_let_the_model_go_on(tiny, tiny_stats, handmade):

@@ -94,8 +94,8 @@ def test_layer_concentration_reports_the_edge_pattern():
     membership = torch.zeros(2, 10, 4, dtype=torch.bool)
     membership[0, 0] = True
     membership[1, 9] = True
-    report = layer_concentration(NeuronSet(["a", "b"], membership))
+    report = layer_concentration(NeuronSet(["aa", "bb"], membership))
     assert report["pattern_holds"] and report["edge_share"] == 1.0
     membership = torch.zeros(2, 10, 4, dtype=torch.bool)
     membership[0, 5] = True
-    assert not layer_concentration(NeuronSet(["a", "b"], membership))["pattern_holds"]
+    assert not layer_concentration(NeuronSet(["aa", "bb"], membership))["pattern_holds"]

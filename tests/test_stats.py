@@ -227,7 +227,7 @@ def test_resuming_with_sq_sums_after_a_run_without_them_is_refused(tiny, tmp_pat
 
 def test_a_checkpoint_from_another_plan_is_refused(tiny, tmp_path):
     steer.collect(tiny, TEXTS, batch_size=1, checkpoint=tmp_path / "ckpt", progress=False)
-    with pytest.raises(ValueError, match="another model, corpus or batch plan"):
+    with pytest.raises(ValueError, match=r"does not match this run \(changed: .*batch plan\)"):
         steer.collect(tiny, TEXTS, batch_size=2, checkpoint=tmp_path / "ckpt", progress=False)
 
 
@@ -241,17 +241,17 @@ def test_save_load_roundtrip_and_wrong_model(tiny, tiny_llama, tiny_stats, tmp_p
 
 
 def test_from_counts_validates(tiny_stats):
-    stats = ActivationStats.from_counts(["a", "b"], torch.tensor([[[1, 2]], [[0, 3]]]), torch.tensor([4, 3]))
+    stats = ActivationStats.from_counts(["aa", "bb"], torch.tensor([[[1, 2]], [[0, 3]]]), torch.tensor([4, 3]))
     torch.testing.assert_close(stats.probs(), torch.tensor([[[0.25, 0.5]], [[0.0, 1.0]]]))
     with pytest.warns(UserWarning, match=r"1 neuron counts exceed .*by up to 1 tokens"):
-        clipped = ActivationStats.from_counts(["a"], torch.tensor([[[5, 2]]]), torch.tensor([4]))
+        clipped = ActivationStats.from_counts(["aa"], torch.tensor([[[5, 2]]]), torch.tensor([4]))
     assert clipped.active.tolist() == [[[4, 2]]]
     with pytest.raises(ValueError, match="non-negative"):
-        ActivationStats.from_counts(["a"], torch.tensor([[[-1]]]), torch.tensor([4]))
+        ActivationStats.from_counts(["aa"], torch.tensor([[[-1]]]), torch.tensor([4]))
     with pytest.raises(ValueError, match="active > tokens"):  # a file or a direct construction is not clipped
-        ActivationStats(["a"], torch.tensor([[[5]]]), torch.tensor([4]))
+        ActivationStats(["aa"], torch.tensor([[[5]]]), torch.tensor([4]))
     with pytest.raises(ValueError, match="2 languages but active has 1"):
-        ActivationStats.from_counts(["a", "b"], torch.tensor([[[1]]]), torch.tensor([4, 4]))
+        ActivationStats.from_counts(["aa", "bb"], torch.tensor([[[1]]]), torch.tensor([4, 4]))
 
 
 def test_bad_collect_inputs(tiny):

@@ -11,13 +11,14 @@ result, the base weights, the corpus) is the run's own.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from steer._io import atomic_dir, steer_version, write_json_atomic
+from steer._io import atomic_dir, claim, prepare_out, remove_owned, steer_version, write_json_atomic
 from steer.align.config import AlignConfig, resume_key
 from steer.models import weights_hash
 
@@ -50,12 +51,23 @@ def _differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def _read_json(file: Path, remedy: str) -> dict[str, Any]:
+    """A JSON object from `file`; a damaged one is a one-line error naming the file and what to do."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read '{file}' ({error}); the file is damaged: {remedy}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"'{file}' is not a JSON object; the file is damaged: {remedy}")
+    return data
+
+
 def read_align_info(path: str | Path) -> dict[str, Any]:
     """The ``align.json`` of a folder written by :func:`align` (ValueError if it is not one)."""
     file = Path(path) / "align.json"
     if not file.is_file():
         raise ValueError(f"{path} is not a folder written by steer align (no align.json)")
-    info = json.loads(file.read_text(encoding="utf-8"))
+    info = _read_json(file, "rerun steer align into a new folder")
     if info.get("format") != FORMAT:
         raise ValueError(f"{file} is not a steer align file (format={info.get('format')!r})")
     if info.get("format_version", 0) > FORMAT_VERSION:
@@ -75,7 +87,7 @@ def check_out(out: Path, identity: dict[str, Any]) -> str:
         return "done"
     state = out / "checkpoint" / "state.json"
     if state.is_file():
-        stored = json.loads(state.read_text(encoding="utf-8"))
+        stored = _read_json(state, f"delete {out / 'checkpoint'} to start over")
         diffs = _differences(stored, identity)
         if diffs:
             raise ValueError(
@@ -83,22 +95,13 @@ def check_out(out: Path, identity: dict[str, Any]) -> str:
                 f"arguments to resume it, or delete {out / 'checkpoint'} to start over"
             )
         return "resume"
-    check_out_folder(out)
     return "fresh"
 
 
-def check_out_folder(out: Path) -> None:
-    """A one-line error, before any work, when `out` is a file or a folder that steer align did not write."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder; choose another output folder")
-    if (out / "align.json").is_file() or (out / "checkpoint" / "state.json").is_file() or not out.exists():
-        return
-    others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    if others:
-        raise ValueError(
-            f"{out} exists and is not a steer align folder (it holds {sorted(others)[:5]}); "
-            "choose another output folder or empty it"
-        )
+def check_out_folder(out: Path, inputs=()) -> Path:
+    """The output rule (`steer._io.prepare_out`, verb align), before any work: `out` is new, empty, or a folder
+    steer align made; it overlaps none of `inputs` (the base model's folder, the corpus)."""
+    return prepare_out(out, "align", inputs=inputs, option="out")
 
 
 def save_checkpoint(folder: Path, params: Params, optimizer, step: int, identity: dict, extra: dict) -> None:
@@ -124,9 +127,18 @@ def load_checkpoint(folder: Path, params: Params, optimizer) -> dict[str, Any]:
     """Restore what `save_checkpoint` wrote into `params`, `optimizer` and the torch RNG; returns its state.json."""
     from safetensors.torch import load_file
 
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    adapter = load_file(str(folder / "adapter.safetensors"))
-    opt_tensors = load_file(str(folder / "optimizer.safetensors"))
+    from safetensors import SafetensorError
+
+    state = _read_json(folder / "state.json", f"delete {folder} to start over")
+    tensors = {}
+    for name in ("adapter", "optimizer"):
+        file = folder / f"{name}.safetensors"
+        try:
+            tensors[name] = load_file(str(file))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read '{file}' ({error}); the checkpoint is damaged: delete {folder} to start "
+                             "over") from None
+    adapter, opt_tensors = tensors["adapter"], tensors["optimizer"]
     names = [name for name, _ in params]
     if sorted(names) != sorted(adapter):
         raise ValueError(f"{folder} does not match this model's adapter; delete it to start over")
@@ -153,15 +165,29 @@ def _copy_license_files(source: str, target: Path) -> None:
 
 
 def write_output(out: Path, peft_model, tokenizer, source: str, info: dict[str, Any]) -> None:
-    """Replace `out` (and its checkpoint) by the adapter, the merged model, the tokenizer, the base's
-    license files and ``align.json`` (`info` plus the merged weights' hash), as one unit."""
+    """Write into `out` the adapter, the merged model, the tokenizer, the base's license files and, last,
+    ``align.json`` (`info` plus the merged weights' hash); then remove the checkpoint.
+
+    Everything is first written to ``out/.partial-output/`` and then moved in file by file, each only over a
+    file steer wrote there (`steer._io.claim`): a file the user added to `out` is kept.
+    """
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "steer_version": steer_version(), **info}
-    with atomic_dir(out, "align.json", "checkpoint/state.json") as tmp:
-        tmp.mkdir()
-        peft_model.save_pretrained(str(tmp / "adapter"))
-        merged = peft_model.merge_and_unload()
-        info["weights_hash"] = weights_hash(merged)
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        _copy_license_files(source, tmp)
-        write_json_atomic(tmp / "align.json", info)
+    staging = out / ".partial-output"
+    claim(staging, folder=True)
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted earlier write left
+    staging.mkdir()
+    peft_model.save_pretrained(str(staging / "adapter"))
+    merged = peft_model.merge_and_unload()
+    info["weights_hash"] = weights_hash(merged)
+    merged.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    _copy_license_files(source, staging)
+    files = sorted(f.relative_to(staging) for f in staging.rglob("*") if f.is_file())
+    for rel in files:  # every target checked before the first one moves
+        claim(out / rel)
+    for rel in files:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, out / rel)
+    write_json_atomic(out / "align.json", info)
+    remove_owned(staging)
+    remove_owned(out / "checkpoint")

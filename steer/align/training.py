@@ -127,11 +127,11 @@ def align(
     from steer.corpus import Corpus, load_corpus
 
     config.validate()
+    local_model = model if model is not None and Path(str(model)).expanduser().exists() else None
+    out = check_out_folder(out, inputs=[local_model, corpus if isinstance(corpus, (str, Path)) else None])
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus, progress=progress)
     config.check_corpus(corpus)
-    out = Path(out).expanduser()
-    check_out_folder(out)
     base_name, source = resolve_model(model)
     examples = build_examples(corpus, config)
 

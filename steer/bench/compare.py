@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from steer._io import check_writable_dir, file_header, write_json_atomic, write_text_atomic
+from steer._io import file_header, prepare_out, write_json_atomic, write_text_atomic
 from steer.bench.plots import plot_compare
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.neurons import NeuronSet
@@ -263,7 +263,7 @@ def compare_markdown(result: dict, figure: str | None = None) -> str:
 
 def write_compare_report(result: dict, out: str | Path) -> Path:
     """Write `out/compare.json`, `out/compare.png` and `out/report.md` (atomically); returns report.md's path."""
-    out = check_writable_dir(out)
+    out = prepare_out(out, "compare", option="out")
     header = file_header({"name": result["a"]["model"], "weights_hash": result["a"]["weights_hash"]},
                          model_b={"name": result["b"]["model"], "weights_hash": result["b"]["weights_hash"]})
     write_json_atomic(out / "compare.json", {**header, **result})

@@ -18,7 +18,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steer._io import check_writable_dir, write_json_atomic
+from steer._io import prepare_out, write_json_atomic
 from steer.bench.report import forcing_steps_phrase, write_report
 from steer.bench.runner import execute, preamble, result_meta, sections, torch_threads
 from steer.bench.schema import BenchConfig, load_config
@@ -224,7 +224,8 @@ def run_demo(
     faster than the default.
     """
     started = time.perf_counter()
-    out = check_writable_dir(out)  # before loading anything
+    sources = [src for src in (corpus, model) if isinstance(src, (str, Path))]
+    out = prepare_out(out, "demo", inputs=sources, option="out")  # before loading anything
     if corpus is not None and not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus, progress=progress)
     if languages is None and quick:
@@ -240,7 +241,7 @@ def run_demo(
         _check_sweep_targets(config)
     skipped = _skip_transfer_without_low_resource(config, corpus)
     with torch_threads(threads):
-        ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress)
+        ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress, verb="demo")
     seconds = dict(stages.seconds())
     seconds.pop("report", None)
     seconds["this_run"] = round(time.perf_counter() - started, 2)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from steer._io import check_writable_dir, file_header, write_json_atomic
+from steer._io import file_header, prepare_out, remove_owned, write_json_atomic
 from steer.bench._common import neuron_fingerprint, read_json, read_keyed, stable_hash
 from steer.bench.registry import Context, Job, get
 from steer.bench.report import write_report
@@ -55,20 +54,24 @@ class Stages:
 
 
 def _resolve_path(config: BenchConfig, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else config.base_dir / p
+    return config.resolve(path)
+
+
+def config_inputs(config: BenchConfig) -> list[Path]:
+    """What a run of `config` reads from disk (its output must not overlap any of it)."""
+    return config.input_paths()
 
 
 def _load_corpus(config: BenchConfig, corpus=None):
+    """The run's corpus (the config's unless one is given), after every language the config names is checked
+    against it: before any model is loaded."""
     if corpus is None:
         source = config.corpus.source
         if not source.startswith("libreoffice"):
             source = str(_resolve_path(config, source))
         corpus = load_corpus(source, progress=False)
+    config.check_languages(list(corpus.languages))
     languages = config.corpus.languages or list(corpus.languages)
-    missing = [lang for lang in languages if lang not in corpus.languages]
-    if missing:
-        raise ValueError(f"the corpus has no language {missing}; it has {corpus.languages}")
     return corpus.subset(languages, max_stats=config.corpus.max_stats)
 
 
@@ -87,12 +90,12 @@ def prepare(config: BenchConfig, out: Path, *, model=None, corpus=None, progress
     """Load the model and corpus, collect (or load / reuse) the stats, identify (or load) the neuron sets."""
     stages = stages or Stages(out)
     started = time.perf_counter()
+    corpus = _load_corpus(config, corpus)  # first: its languages are checked before the model loads
+    stages.record("corpus", time.perf_counter() - started)
+    started = time.perf_counter()
     model = _load_model(config, model)
     stages.record("load_model", time.perf_counter() - started)
     info = model_info(model)
-    started = time.perf_counter()
-    corpus = _load_corpus(config, corpus)
-    stages.record("corpus", time.perf_counter() - started)
     model_key = {"name": info.name, "weights_hash": info.weights_hash}
     corpus_key = corpus.fingerprint()
     keys = {"model": stable_hash(model_key), "corpus": corpus_key[:16]}
@@ -124,7 +127,7 @@ def prepare(config: BenchConfig, out: Path, *, model=None, corpus=None, progress
             )
             stats.meta["bench_key"] = keys["stats"]
             stats.save(stats_dir)
-            shutil.rmtree(out / ".partial" / f"collect-{keys['stats']}", ignore_errors=True)
+            remove_owned(out / ".partial" / f"collect-{keys['stats']}")
             stages.record("collect", time.perf_counter() - started, keys["stats"])
         elif "collect" not in stages.data:
             stages.record("collect", float(stats.meta.get("seconds", 0.0)), keys["stats"])
@@ -203,7 +206,7 @@ def run_benchmarks(ctx: Context, stages: Stages) -> dict[str, dict]:
         result["meta"] = result_meta(ctx, entry)
         write_json_atomic(path, result)
         stages.record(entry.name, seconds, key)
-        paths.checkpoint.unlink(missing_ok=True)
+        remove_owned(paths.checkpoint)
         results[entry.name] = result
     return results
 
@@ -249,10 +252,12 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def execute(config: BenchConfig, out: str | Path, *, model=None, corpus=None, progress: bool = True):
+def execute(config: BenchConfig, out: str | Path, *, model=None, corpus=None, progress: bool = True,
+            verb: str = "bench"):
     """Prepare and run every benchmark; returns (context, results, stages). Used by run_bench and run_demo."""
     config.model.check("[model]")  # again: the command line may have changed it
-    out = check_writable_dir(out)
+    config.check_files(corpus=corpus is None)
+    out = prepare_out(out, verb, inputs=config_inputs(config))
     write_json_atomic(out / "config.json", config.to_dict())
     stages = Stages(out)
     ctx = prepare(config, out, model=model, corpus=corpus, progress=progress, stages=stages)
@@ -269,7 +274,7 @@ def run_bench(config: str | Path | BenchConfig, out: str | Path, *, model=None, 
     every hash, so results are never mixed up). `threads`: torch CPU threads for the run.
     """
     config = load_config(config) if isinstance(config, (str, Path)) else config
-    check_writable_dir(out)  # before loading anything
+    prepare_out(out, "bench", inputs=config_inputs(config))  # before loading anything
     with torch_threads(threads):
         ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress)
     started = time.perf_counter()

@@ -32,6 +32,7 @@ The `[bench.<kind>]` tables are the spec dataclasses of the registered benchmark
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any
 
 from steer.bench._common import check_at_least
 from steer.bench.registry import benchmarks, get
+from steer.languages import is_code, normalise_codes
 from steer.models import EMBEDDED_MODEL
 
 if sys.version_info >= (3, 11):
@@ -47,15 +49,19 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "list": (list,), "dict": (dict,)}
+# The annotation names a config field may carry. "lang" is a language code (a str that steer.languages
+# accepts); "list[X]" is a list whose every element is an X (e.g. list[float], list[lang]).
+_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "list": (list,), "dict": (dict,),
+          "lang": (str,)}
 _NAMES = {"bool": "true/false", "int": "an integer", "float": "a number", "str": "a string", "list": "a list",
-          "dict": "a table"}
+          "dict": "a table", "lang": "a language code"}
+Lang = str  # the annotation of a field holding a language code (checked as one, and against the corpus)
 
 
 def _annotation(f: dataclasses.Field) -> list[str]:
-    """The type names of a field, from its annotation string (e.g. "list | None" -> ["list", "None"])."""
+    """The type names of a field, from its annotation string (e.g. "list[float] | None" -> ["list[float]", "None"])."""
     text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return [part.strip().split("[")[0] for part in text.split("|")]
+    return [part.strip().replace("Lang", "lang") for part in text.split("|")]
 
 
 def _kind_ok(value: Any, names: list[str]) -> bool:
@@ -64,18 +70,39 @@ def _kind_ok(value: Any, names: list[str]) -> bool:
     for name in names:
         if name == "None":
             continue
-        types = _TYPES.get(name)
+        base, _, item = name.partition("[")
+        types = _TYPES.get(base)
         if types is None:
             return True  # an annotation this checker does not know: accept
-        if isinstance(value, bool) and name != "bool":
+        if isinstance(value, bool) and base != "bool":
             continue
-        if isinstance(value, types):
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # nan and inf are never a setting
+        if base == "lang" and not is_code(str(value).strip().lower().replace("_", "-")):
+            continue
+        if isinstance(value, types) and (not item or all(_kind_ok(v, [item.rstrip("]")]) for v in value)):
             return True
     return False
 
 
 def _type_name(names: list[str]) -> str:
-    return " or ".join(_NAMES.get(n, n) for n in names if n != "None")
+    def one(name: str) -> str:
+        base, _, item = name.partition("[")
+        return f"a list of {_NAMES.get(item.rstrip(']'), item.rstrip(']'))}s" if item else _NAMES.get(base, base)
+
+    return " or ".join(one(n) for n in names if n != "None")
+
+
+def language_fields(obj) -> dict[str, list[str]]:
+    """The languages a config object names, field by field (fields annotated lang or list[lang]), normalised."""
+    found = {}
+    for f in dataclasses.fields(obj):
+        names = _annotation(f)
+        value = getattr(obj, f.name)
+        if value is None or not any(n in ("lang", "list[lang]") for n in names):
+            continue
+        found[f.name] = normalise_codes(value if isinstance(value, list) else [value], what=f.name)
+    return found
 
 
 def _build(cls, table: Any, where: str, extra: str | None = None):
@@ -98,6 +125,9 @@ def _build(cls, table: Any, where: str, extra: str | None = None):
         names = _annotation(fields[key])
         if not _kind_ok(value, names):
             raise ValueError(f"{where}: '{key}' must be {_type_name(names)}, got {value!r}")
+        if any(n in ("lang", "list[lang]") for n in names) and value is not None:
+            value = normalise_codes(value, what=f"{where}: '{key}'") if isinstance(value, list) else \
+                normalise_codes([value], what=f"{where}: '{key}'")[0]
         kwargs[key] = value
     if extra is not None:
         kwargs[extra] = {**kwargs.get(extra, {}), **spill}
@@ -126,15 +156,13 @@ class ModelConfig:
 @dataclass
 class CorpusConfig:
     source: str = "libreoffice"
-    languages: list | None = None
+    languages: list[Lang] | None = None
     max_stats: int | None = None
     n_eval: int = 24
 
     def check(self, where: str) -> None:
-        if self.languages is not None and (len(self.languages) < 2 or not all(isinstance(x, str) for x in self.languages)):
+        if self.languages is not None and len(self.languages) < 2:
             raise ValueError(f"{where}: languages must list at least two language codes")
-        if self.languages is not None and len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"{where}: languages lists a language twice: {self.languages}")
         if self.n_eval < 1:
             raise ValueError(f"{where}: n_eval must be at least 1")
         check_at_least(where, max_stats=(self.max_stats, 1))
@@ -246,6 +274,47 @@ class BenchConfig:
             raise ValueError(f"{source}: two benchmarks are named '{duplicate[0]}'; give them distinct name = \"...\"")
         return cls(model, corpus, stats, neurons, entries, title, base_dir or Path.cwd())
 
+    def resolve(self, path: str) -> Path:
+        """A path of the config, relative to the config's folder unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def input_paths(self) -> list[Path]:
+        """Every file or folder the config reads: saved stats, saved neuron sets, a corpus or model folder."""
+        paths = [self.resolve(self.stats.path)] if self.stats.path is not None else []
+        paths += [self.resolve(spec.path) for spec in self.neurons.values() if spec.path is not None]
+        if not self.corpus.source.startswith("libreoffice"):
+            paths.append(self.resolve(self.corpus.source))
+        if self.model.name != EMBEDDED_MODEL and self.resolve(self.model.name).exists():
+            paths.append(self.resolve(self.model.name))
+        return paths
+
+    def check_files(self, corpus: bool = True) -> None:
+        """A one-line error for a saved stats folder, neuron set or (with `corpus`) corpus the config names but
+        that is not there."""
+        where = {"[stats] path": self.stats.path,
+                 **{f"[neurons.{name}] path": spec.path for name, spec in self.neurons.items()}}
+        for key, path in where.items():
+            if path is not None and not self.resolve(path).exists():
+                raise ValueError(f"{key}: '{self.resolve(path)}' does not exist; fix the path or use method = \"...\"")
+        if corpus and not self.corpus.source.startswith("libreoffice") and not self.resolve(self.corpus.source).exists():
+            raise ValueError(f"[corpus] source: '{self.resolve(self.corpus.source)}' does not exist; give a corpus "
+                             "folder, a folder of <lang>.txt, a .jsonl file or libreoffice")
+
+    def check_languages(self, available: list[str]) -> None:
+        """A one-line error for any language the config names that the run will not have: [corpus] languages
+        against the corpus, every benchmark's language fields against the languages of the run."""
+        missing = [lang for lang in self.corpus.languages or [] if lang not in available]
+        if missing:
+            raise ValueError(f"[corpus] languages: the corpus has no language {missing}; it has {', '.join(available)}")
+        languages = self.corpus.languages or available
+        for entry in self.benchmarks:
+            for name, codes in language_fields(entry.spec).items():
+                unknown = [code for code in codes if code not in languages]
+                if unknown:
+                    raise ValueError(f"[bench.{entry.kind}] {entry.name}: {name} names {unknown}, not among the "
+                                     f"run's languages ({', '.join(languages)})")
+
     def to_dict(self) -> dict:
         bench: dict[str, list] = {}
         for entry in self.benchmarks:
@@ -269,4 +338,9 @@ def load_config(path: str | Path) -> BenchConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML ({error})") from None
-    return BenchConfig.from_dict(data, source=str(path), base_dir=path.parent.resolve())
+    config = BenchConfig.from_dict(data, source=str(path), base_dir=path.parent.resolve())
+    try:
+        config.check_files()
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return config

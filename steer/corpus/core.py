@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steer._io import atomic_dir, check_replaceable_dir, sha256_text, steer_version
-from steer.languages import DEFAULT_LANGUAGES
+from steer._io import atomic_file, prepare_out, sha256_text, steer_version, write_json_atomic
+from steer.languages import DEFAULT_LANGUAGES, normalise_codes
 
 __all__ = ["Corpus", "eval_keys", "key_hash", "load_corpus", "n_eval_for"]
 
@@ -69,11 +70,14 @@ class Corpus:
     parallel: bool = False
 
     def __post_init__(self) -> None:
-        self.languages = list(self.languages)
-        if not self.languages:
+        given = list(self.languages)
+        if not given:
             raise ValueError("a corpus needs at least one language")
-        if len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"duplicate languages in {self.languages}")
+        self.languages = normalise_codes(given, what="corpus languages")  # also: each language once
+        if self.languages != given:  # the texts follow their language's normalised code
+            rename = dict(zip(given, self.languages))
+            self.stats = {rename.get(lang, lang): texts for lang, texts in self.stats.items()}
+            self.eval = {rename.get(lang, lang): texts for lang, texts in self.eval.items()}
         for split_name, split in (("stats", self.stats), ("eval", self.eval)):
             missing = [lang for lang in self.languages if lang not in split]
             if missing:
@@ -119,7 +123,7 @@ class Corpus:
         max_eval: int | None = None,
     ) -> Corpus:
         """The first `max_stats` / `max_eval` texts of each (selected) language; parallel stays parallel."""
-        langs = list(self.languages if languages is None else languages)
+        langs = list(self.languages) if languages is None else normalise_codes(languages, what="languages")
         unknown = [lang for lang in langs if lang not in self.languages]
         if unknown:
             raise ValueError(f"language(s) {unknown} not in this corpus; it has {self.languages}")
@@ -140,9 +144,13 @@ class Corpus:
     # -- persistence -----------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write a folder: ``corpus.json`` (metadata) and one ``<lang>.jsonl`` per language, atomically."""
-        path = Path(path)
-        check_replaceable_dir(path, "corpus.json")  # before any work
+        """Write a folder: one ``<lang>.jsonl`` per language, then ``corpus.json`` (metadata, fingerprint).
+
+        The folder follows the output rule (`steer._io.prepare_out`: new, empty, or a corpus folder steer
+        made); each file is written atomically and a file the user added is kept. ``corpus.json`` goes
+        last and carries the fingerprint, so a folder caught half-rewritten is refused on load.
+        """
+        path = prepare_out(path, "corpus build")  # before any work
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -154,18 +162,16 @@ class Corpus:
             "counts": self.counts(),
             "ids": self.ids,
         }
-        with atomic_dir(path, "corpus.json") as tmp:
-            tmp.mkdir()
-            for lang in self.languages:
-                with open(tmp / f"{lang}.jsonl", "w", encoding="utf-8") as f:
-                    for split_name, split in (("stats", self.stats), ("eval", self.eval)):
-                        ids = self.ids.get(split_name)
-                        for i, text in enumerate(split[lang]):
-                            rid = ids[i] if ids else f"{split_name}:{i}"
-                            rec = {"id": rid, "split": split_name, "text": text}
-                            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            # corpus.json last: a folder with corpus.json is complete (the rename makes it all-or-nothing anyway)
-            (tmp / "corpus.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for lang in self.languages:
+            lines = []
+            for split_name, split in (("stats", self.stats), ("eval", self.eval)):
+                ids = self.ids.get(split_name)
+                for i, text in enumerate(split[lang]):
+                    rid = ids[i] if ids else f"{split_name}:{i}"
+                    lines.append(json.dumps({"id": rid, "split": split_name, "text": text}, ensure_ascii=False) + "\n")
+            with atomic_file(path / f"{lang}.jsonl") as tmp:
+                tmp.write_text("".join(lines), encoding="utf-8")
+        write_json_atomic(path / "corpus.json", meta)
         return path
 
     @classmethod
@@ -272,7 +278,9 @@ def load_corpus(path_or_name: str | Path | None = None, *, progress: bool = True
             try:
                 return Corpus.load(where)
             except ValueError:
-                pass  # damaged cache: rebuild below
+                pass  # damaged cache: rebuilt below
+        if where.exists():  # steer's own cache folder (no user file lives there): start it afresh
+            shutil.rmtree(where)
         return build_libreoffice(langs, out=where, progress=progress)
     path = Path(name).expanduser()
     if path.is_dir():

@@ -18,7 +18,7 @@ from steer._io import atomic_dir, cache_root, write_json_atomic
 from steer.corpus.core import Corpus
 from steer.corpus.helptext import PARSER_VERSION, align_paragraphs, help_lang_dir, parse_help_tree
 from steer.corpus.sources import BRING_YOUR_OWN
-from steer.languages import DEFAULT_LANGUAGES, LANGUAGES, LIBREOFFICE_LANGUAGES
+from steer.languages import DEFAULT_LANGUAGES, LANGUAGES, LIBREOFFICE_LANGUAGES, normalise_code
 from steer.progress import progress_bar
 
 __all__ = ["build_libreoffice", "default_corpus_dir", "validate_languages"]
@@ -96,7 +96,7 @@ def validate_languages(languages: Iterable[str]) -> list[str]:
     """Known LibreOffice help codes, deduplicated in order (a comma-separated string is split); else a ValueError."""
     if isinstance(languages, str):
         languages = [s.strip() for s in languages.split(",") if s.strip()]
-    langs = list(dict.fromkeys(languages))
+    langs = list(dict.fromkeys(normalise_code(lang, what="languages") for lang in languages))
     if not langs:
         raise ValueError(f"no languages given; choose among: {', '.join(LIBREOFFICE_LANGUAGES)}")
     for lang in langs:

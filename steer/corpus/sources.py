@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from steer.corpus.core import Corpus, eval_keys, n_eval_for
-from steer.languages import LANGUAGES
+from steer.languages import LANGUAGES, is_code, normalise_code, normalise_codes
 
 __all__ = ["BRING_YOUR_OWN", "FLORES_CODES", "from_hf", "from_jsonl", "from_text_dir"]
 
@@ -30,12 +30,16 @@ def read_utf8(path: Path) -> str:
     """The text of `path`; a file that is not UTF-8 is a one-line error naming the file and the line."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is not text
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise ValueError(
             f"{path}:{line}: not UTF-8 text ({error.reason}, byte 0x{data[error.start]:02x}); save the file as UTF-8"
         ) from None
+
+
+def _is_code_like(stem: str) -> bool:
+    return is_code(stem.strip().lower().replace("_", "-"))
 
 
 def from_text_dir(path: str | Path, eval_fraction: float = 0.1, languages: Iterable[str] | None = None) -> Corpus:
@@ -49,9 +53,16 @@ def from_text_dir(path: str | Path, eval_fraction: float = 0.1, languages: Itera
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{path} is not a folder of <lang>.txt files")
-    files = {p.stem: p for p in sorted(path.glob("*.txt"))}
+    found = sorted(path.glob("*.txt"))
+    bad = [p.name for p in found if not _is_code_like(p.stem)]
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ValueError(f"{path}: {shown} not named <lang>.txt for a language code (e.g. en.txt, pt-br.txt); "
+                         "rename or move them")
+    codes = normalise_codes([p.stem for p in found], what=f"{path}: the <lang>.txt files")
+    files = dict(zip(codes, found))
     if languages is not None:
-        langs = list(languages)
+        langs = normalise_codes(languages, what="languages")
         missing = [lang for lang in langs if lang not in files]
         if missing:
             raise ValueError(f"{path} has no {', '.join(m + '.txt' for m in missing)}")
@@ -113,6 +124,7 @@ def from_jsonl(path: str | Path, eval_fraction: float = 0.1, languages: Iterable
             raise ValueError(f'{path}:{n}: expected a JSON object with "lang" and "text"') from None
         if not isinstance(lang, str) or not lang.strip():
             raise ValueError(f'{path}:{n}: "lang" must be a language code (a string), got {json.dumps(lang)}')
+        lang = normalise_code(lang, what=f'{path}:{n}: "lang"')
         if not isinstance(text, str):
             raise ValueError(f'{path}:{n}: "text" must be a string, got {json.dumps(text)}; fix or drop the line')
         split = rec.get("split")
@@ -135,7 +147,7 @@ def from_jsonl(path: str | Path, eval_fraction: float = 0.1, languages: Iterable
         raise ValueError(f"{path} holds no texts; write one JSON object per line with lang and text")
     langs = list(dict.fromkeys(r["lang"] for r in records))
     if languages is not None:
-        want = list(languages)
+        want = normalise_codes(languages, what="languages")
         missing = [lang for lang in want if lang not in langs]
         if missing:
             raise ValueError(f"{path} has no text for {missing}; it has {langs}")
@@ -205,7 +217,7 @@ def from_hf(
         import datasets
     except ImportError:
         raise RuntimeError("from_hf needs the `datasets` package: pip install datasets") from None
-    langs = list(languages)
+    langs = normalise_codes(languages, what="languages")
     if not langs:
         raise ValueError("from_hf needs at least one language")
     if config_for is None:
