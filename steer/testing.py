@@ -94,11 +94,12 @@ def byte_tokenizer():
     )
 
 
-def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None = None) -> Path:
+def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None = None, **overrides) -> Path:
     """Build (once) and return the folder of a tiny random model of the given family.
 
     `arch`: a key of `TINY_CONFIGS` (the models most tests use), or `"arch:NAME"` for `ARCH_CONFIGS[NAME]`
-    (one tiny configuration per architecture steer is proven on).
+    (one tiny configuration per architecture steer is proven on). `overrides` change config fields
+    (e.g. `hidden_act="sigmoid"`); the folder's name records them.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -109,11 +110,12 @@ def tiny_model_dir(arch: str = "gemma3", seed: int = 0, root: str | Path | None 
     if name not in configs:
         raise ValueError(f"unknown tiny architecture '{arch}'; choose from "
                          f"{sorted(TINY_CONFIGS) + ['arch:' + a for a in sorted(ARCH_CONFIGS)]}")
-    target = Path(root or cache_root() / "tiny") / f"{arch.replace(':', '-')}-seed{seed}"
+    suffix = "".join(f"-{key}={value}" for key, value in sorted(overrides.items()))
+    target = Path(root or cache_root() / "tiny") / f"{arch.replace(':', '-')}-seed{seed}{suffix}"
     if (target / "config.json").exists():
         return target
     tokenizer = byte_tokenizer()
-    settings = dict(configs[name])
+    settings = {**configs[name], **overrides}
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **settings

@@ -85,7 +85,7 @@ def _assert_same(bridged, fast, seen_bridge, seen_fast, name):
     torch.testing.assert_close(fast, bridged, atol=1e-4, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "gpt2", "arch:opt", "arch:gemma2"])
 def test_a_hook_attached_before_entering_fires_as_on_the_bridge(arch, tiny_root, one_thread):
     """Every hook point of a layer (and outside the layers) fires as often, on the same values, and its
     edit reaches the logits the same way, with and without the fast path."""

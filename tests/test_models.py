@@ -99,8 +99,31 @@ def test_unsupported_architecture_names_what_is_missing(tmp_path):
         steer.load_model(tmp_path)
 
 
-def test_every_family_has_sign_preserving_activations():
-    assert {"gemma", "llama", "gpt2", "bloom"} <= set(SITES)
+def test_explicit_sites_are_only_where_the_bridge_cannot_tell():
+    """Sites are read from the bridge; SITES keeps BLOOM only (its activation is hard-coded, not in its config)."""
+    assert set(SITES) == {"bloom"} and SITES["bloom"].act_fn == "bloom_gelu"
+
+
+def test_a_gated_mlp_whose_activation_is_not_sign_preserving_is_refused(tiny_root):
+    """act_fn(gate) > 0 cannot be read off the gate when act_fn is not sign-preserving, and a gated MLP has no
+    hook point after act_fn: refused by name, with the reason, not loaded half-working."""
+    folder = tiny_model_dir("arch:llama", root=tiny_root, hidden_act="sigmoid")
+    with pytest.raises(ValueError, match="architecture 'llama' is not supported by steer: activation 'sigmoid' is not "
+                                         "sign-preserving and the MLP is gated"):
+        steer.load_model(folder)
+
+
+def test_a_plain_mlp_whose_activation_is_not_sign_preserving_counts_after_act_fn(tiny_root, tiny_corpus):
+    """In a plain MLP the down-projection input is act_fn(pre): there "active" is read after act_fn. A sigmoid
+    is positive everywhere, so every neuron counts every token (the gate's sign would count about half)."""
+    model = steer.load_model(tiny_model_dir("arch:gpt2", root=tiny_root, activation_function="sigmoid"))
+    site = model_info(model).site
+    assert site.activation == site.down_input == "blocks.{layer}.mlp.hook_post" and not site.gated
+    stats = steer.collect(model, tiny_corpus, batch_size=2, progress=False)
+    assert torch.equal(stats.active, stats.tokens[:, None, None].expand_as(stats.active))
+    plain = steer.collect(steer.load_model(tiny_model_dir("arch:gpt2", root=tiny_root)), tiny_corpus, batch_size=2,
+                          progress=False)
+    assert (plain.active < plain.tokens[:, None, None]).float().mean() > 0.5
 
 
 @pytest.mark.integration

@@ -19,12 +19,12 @@ from typing import Iterator
 import torch
 
 from steer.models.embedded import EMBEDDED_MODEL, embedded_model_dir, quiet_transformers
-from steer.models.sites import SITES, NeuronSite, check_activation, site_for_model_type
+from steer.models.sites import REFUSED, SITES, NeuronSite, check_config, mlp_width, site_for
 
 __all__ = [
-    "EMBEDDED_MODEL", "SITES", "ModelInfo", "NeuronSite", "check_model", "decoder", "input_device", "layer_device",
-    "load_hf_model", "load_model", "model_info", "resolve_device", "resolve_dtype", "resolve_model",
-    "site_for_model_type", "weights_hash", "wrap_model",
+    "EMBEDDED_MODEL", "REFUSED", "SITES", "ModelInfo", "NeuronSite", "check_config", "check_model", "decoder",
+    "input_device", "layer_device", "load_hf_model", "load_model", "model_info", "resolve_device", "resolve_dtype",
+    "resolve_model", "site_for", "weights_hash", "wrap_model",
 ]  # fmt: skip
 
 
@@ -61,21 +61,29 @@ def model_info(model) -> ModelInfo:
 def _describe(model, name: str) -> ModelInfo:
     hf_config = model.original_model.config
     text_config = getattr(hf_config, "text_config", None) or hf_config
-    site = site_for_model_type(text_config.model_type)
-    check_activation(text_config, site)
+    site = site_for(model)
     return ModelInfo(
         name=name,
         weights_hash=weights_hash(model.original_model),
         n_layers=int(model.cfg.n_layers),
-        d_mlp=int(model.cfg.d_mlp),
+        d_mlp=mlp_width(model),
         model_type=text_config.model_type,
         site=site,
     )
 
 
-def check_model(recorded: dict, model, what: str) -> None:
-    """A clear error when a file derived from one model (`recorded`: its model metadata) is used with another."""
+def check_model(recorded: dict, model, what: str, *, require_record: bool = False) -> None:
+    """A clear error when a file derived from one model (`recorded`: its model metadata) is used with another.
+
+    With `require_record`, a file that records no model weights is refused too (its shape alone could match
+    another model); the callers that read files from disk ask for it.
+    """
     info = model_info(model)
+    if require_record and not recorded.get("weights_hash"):
+        raise ValueError(
+            f"{what} records no model (no weights hash), so steer cannot check it was made for '{info.name}'; "
+            "remake it with steer on this model, or pass unrecorded=True to use it unchecked"
+        )
     if (recorded.get("n_layers"), recorded.get("d_mlp")) != (info.n_layers, info.d_mlp):
         raise ValueError(
             f"{what} is for a model with {recorded.get('n_layers')} layers × {recorded.get('d_mlp')} neurons, "
@@ -205,7 +213,7 @@ def load_model(
                 "and pass its local folder"
             ) from None
     text_config = getattr(config, "text_config", None) or config
-    check_activation(text_config, site_for_model_type(text_config.model_type))  # before loading any weight
+    check_config(text_config)  # before loading any weight
     tokenizer, hf_model = load_hf_model(source, device=target, dtype=dtype, device_map=device_map,
                                         max_memory=max_memory, offload_folder=offload_folder)
     return wrap_model(hf_model, tokenizer, name, source=source)
@@ -220,7 +228,7 @@ def wrap_model(hf_model, tokenizer, name: str = "custom", *, source: str | None 
     from transformer_lens.model_bridge import TransformerBridge
 
     text_config = getattr(hf_model.config, "text_config", None) or hf_model.config
-    check_activation(text_config, site_for_model_type(text_config.model_type))
+    check_config(text_config)
     placed = getattr(hf_model, "hf_device_map", None)
     first = next(hf_model.parameters())
     with quiet_transformers(), warnings.catch_warnings():
@@ -279,9 +287,8 @@ def layer_device(model, layer: int) -> torch.device:
     hf_map = getattr(model.original_model, "hf_device_map", None)
     if not hf_map:
         return input_device(model)
-    stack = decoder(model)
-    layers = getattr(stack, "layers", None) or getattr(stack, "h")
-    name = next(n for n, m in model.original_model.named_modules() if m is layers[layer])
+    hf_layer = model.blocks[layer].original_component
+    name = next(n for n, m in model.original_model.named_modules() if m is hf_layer)
     owners = [key for key in hf_map if key == "" or name == key or name.startswith(key + ".")]
     placement = hf_map[max(owners, key=len)] if owners else "cpu"
     if isinstance(placement, int):
@@ -290,11 +297,20 @@ def layer_device(model, layer: int) -> torch.device:
 
 
 def decoder(model) -> torch.nn.Module:
-    """The HF decoder stack (embeddings + layers + final norm, no unembedding) of a bridge."""
+    """The HF decoder stack (embeddings + layers + final norm, no unembedding) of a bridge: the module that
+    holds the layer list (`model`, `transformer`, `gpt_neox`; OPT's `model.decoder`, which its causal LM calls
+    directly, past its `model`)."""
     hf_model = model.original_model
-    inner = getattr(hf_model, "model", None) or getattr(hf_model, "transformer", None)
-    if inner is None:
+    stack = model.__dict__.get("_steer_decoder")
+    if stack is not None:
+        return stack
+    first = model.blocks[0]
+    targets = {id(first), id(getattr(first, "original_component", first))}
+    for name, module in hf_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) and id(module[0]) in targets and "." in name:
+            stack = hf_model.get_submodule(name.rsplit(".", 1)[0])
+            break
+    if stack is None or stack is hf_model:
         raise ValueError(f"cannot find the decoder stack of {type(hf_model).__name__}")
-    return inner
-
-
+    model.__dict__["_steer_decoder"] = stack  # a plain attribute, not a registered submodule
+    return stack

@@ -24,9 +24,13 @@ tests/test_fast_path.py):
   was swapped out (hooking those works). Keeping a bridge component is decided at entry: a hook
   removed inside the block leaves its component bridged (only slower) until the block ends.
 - Nested `fast_path` blocks on one model do nothing more than the outer one.
+- OPT runs its MLP on flattened [batch·seq, d] tokens; its block bridge stamps (batch, seq) so that the
+  MLP's hooks see [batch, seq, d]. Where that block runs as plain HF, a pre-hook on the HF layer stamps
+  them instead, so those hooks see the shape they see on the bridge.
 - Attention runs as SDPA only where the architecture declares SDPA support (`sdpa_computes`); Gemma 2
   (attention-logit soft-capping: no SDPA kernel), BLOOM (ALiBi) and XGLM keep their own implementation,
-  which is what the bridge runs too.
+  which is what the bridge runs too. A hook on an attention component keeps the bridge's (eager)
+  implementation for the block: some attention bridges (OPT's) compute scores and pattern only there.
 
 Everything is restored on exit, also after an exception.
 """
@@ -37,8 +41,10 @@ import contextlib
 import functools
 from typing import Iterator
 
+import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.model_bridge.generalized_components import AttentionBridge, BlockBridge
 
 from steer.hooks import exclusive
 
@@ -116,6 +122,21 @@ class _Tree:
                     stack.append(child)
         return reached
 
+    def block_ancestors(self, module: nn.Module) -> set[int]:
+        """Every TransformerLens block bridge above `module`."""
+        found: set[int] = set()
+        seen: set[int] = set()
+        stack = list(self.parents.get(id(module), []))
+        while stack:
+            parent = stack.pop()
+            if id(parent) in seen:
+                continue
+            seen.add(id(parent))
+            if isinstance(parent, BlockBridge):
+                found.add(id(parent))
+            stack.extend(self.parents.get(id(parent), []))
+        return found
+
     def bridge_ancestors(self, module: nn.Module) -> set[int]:
         """The nearest bridge components above `module` (through plain HF modules)."""
         found: set[int] = set()
@@ -131,6 +152,32 @@ class _Tree:
             else:
                 stack.extend(self.parents.get(id(parent), []))
         return found
+
+
+def _stamped(module: nn.Module) -> bool:
+    """A hook point whose conversion reads state that its block bridge sets at each forward: OPT's block
+    stamps (batch, seq) so that the hooks of its flattened MLP region see [batch, seq, d], not [batch·seq, d]."""
+    return isinstance(module, HookPoint) and hasattr(getattr(module, "hook_conversion", None), "batch_seq")
+
+
+def _stamp_shapes(tree: _Tree, swaps: list[tuple[nn.Module, str, nn.Module]]) -> list:
+    """Where a block bridge that stamps its hooks' conversions is swapped out, stamp them from a pre-hook on
+    the HF layer that runs in its place (as the block does), so those hooks see what they see on the bridge."""
+    stamped = [(point, tree.block_ancestors(point)) for point in tree.hooked if _stamped(point)]
+    handles = []
+    for parent, name, block in swaps if stamped else ():
+        conversions = [point.hook_conversion for point, blocks in stamped if id(block) in blocks]
+        if not conversions:
+            continue
+
+        def stamp(module, args, kwargs, conversions=conversions):
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if isinstance(hidden, torch.Tensor) and hidden.dim() == 3:
+                for conversion in conversions:
+                    conversion.batch_seq = (hidden.shape[0], hidden.shape[1])
+
+        handles.append(parent._modules[name].register_forward_pre_hook(stamp, with_kwargs=True))
+    return handles
 
 
 def _keep_set(tree: _Tree) -> tuple[set[int], set[int]]:
@@ -193,6 +240,7 @@ def _fast_path(model) -> Iterator[None]:
     tree = _Tree(hf_model)
     keep, live = _keep_set(tree)
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    stamps: list = []
     guarded: list[dict] = []  # the __dict__ of each module that does not run, its registration refused
     configs = [c for c in (hf_model.config, getattr(hf_model.config, "text_config", None)) if c is not None]
     old_impl = [c._attn_implementation for c in configs]
@@ -211,11 +259,14 @@ def _fast_path(model) -> Iterator[None]:
                 attrs = module.__dict__
                 attrs.update(dict.fromkeys(_REGISTER_METHODS, functools.partial(_refuse, model, module)))
                 guarded.append(attrs)
-        if sdpa_computes(hf_model):
+        stamps = _stamp_shapes(tree, swaps)
+        if sdpa_computes(hf_model) and not any(isinstance(tree.modules[i], AttentionBridge) for i in keep):
             for config in configs:
                 config._attn_implementation = "sdpa"
         yield
     finally:
+        for handle in stamps:
+            handle.remove()
         for module, name, child in reversed(swaps):
             module._modules[name] = child
         for attrs in guarded:

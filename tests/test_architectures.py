@@ -1,0 +1,207 @@
+"""Every architecture steer supports, proven on a tiny random model against plain HF (issue #20).
+
+For each architecture in `DENSE` (configs: `steer.testing.ARCH_CONFIGS`), against an untouched copy of
+the HF model with torch hooks on its own modules:
+- collect's counts and sums equal the reference's (active = act_fn(gate) > 0, read off the HF
+  activation module's output; sums = the HF down projection's input);
+- deactivating a neuron equals zeroing that coordinate of the HF down projection's input;
+- steered generation is the same with the KV cache on and off, batched and one prompt at a time;
+- the fast path gives the bridge's logits (with and without hooks attached).
+Architectures steer refuses are refused by name, with the reason, before anything half-works.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import steer
+from steer.models import model_info
+from steer.models.fast_path import fast_path
+from steer.neurons import NeuronSet
+from steer.testing import tiny_model_dir
+
+# architecture -> (activation module, down projection), relative to one HF decoder layer
+HF_MLP = {
+    **dict.fromkeys(["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "granite",
+                     "cohere", "stablelm", "smollm3"], ("mlp.act_fn", "mlp.down_proj")),
+    "phi3": ("mlp.activation_fn", "mlp.down_proj"),  # fused gate_up_proj: act_fn sees the gate half
+    "xglm": ("activation_fn", "fc2"),  # fc1/fc2 sit on the decoder layer itself
+    "opt": ("activation_fn", "fc2"),
+    "gpt_neox": ("mlp.act", "mlp.dense_4h_to_h"),
+    "falcon": ("mlp.act", "mlp.dense_4h_to_h"),
+    "bloom": ("mlp.gelu_impl", "mlp.dense_4h_to_h"),
+    "starcoder2": ("mlp.act", "mlp.c_proj"),
+    "gpt2": ("mlp.act", "mlp.c_proj"),
+}
+DENSE = list(HF_MLP)
+PARALLEL = {"gpt_neox", "falcon", "cohere"}  # attention and MLP read the same residual
+GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "granite", "cohere",
+         "stablelm", "smollm3", "phi3"}
+MOE = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+PROMPTS = ["Die Katze sitzt", "猫は", "The capital of France is"]
+NEURON = (1, 5)  # (layer, index) deactivated in the intervention test
+
+
+@pytest.fixture(scope="module")
+def models(tiny_root):
+    """arch -> (bridge, untouched HF reference), built once per module."""
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            folder = tiny_model_dir(f"arch:{arch}", root=tiny_root)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+            cache[arch] = steer.load_model(folder, device="cpu"), reference
+        return cache[arch]
+
+    return get
+
+
+def _layers(hf) -> list[torch.nn.Module]:
+    base = hf.base_model
+    stack = getattr(base, "layers", None) or getattr(base, "h", None) or base.decoder.layers
+    return list(stack)
+
+
+def _modules(hf, arch: str) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+    act, down = HF_MLP[arch]
+    return [(layer.get_submodule(act), layer.get_submodule(down)) for layer in _layers(hf)]
+
+
+def _ids(model, texts=PROMPTS):
+    return model.tokenizer(texts, return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_site_is_derived_from_the_bridge(arch, models):
+    model, reference = models(arch)
+    info = model_info(model)
+    site = info.site
+    assert (info.n_layers, info.d_mlp) == (2, 128 if arch == "bloom" else 64)
+    assert site.gated == (arch in GATED) and site.parallel == (arch in PARALLEL)
+    assert site.derived == (arch != "bloom")  # BLOOM's activation is not in its config: an explicit entry
+    assert site.down_input_hook(1) == "blocks.1.mlp.hook_post"
+    assert model.blocks[0].mlp.hook_post.name  # a real hook point of the bridge
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_collect_equals_a_plain_hf_reference(arch, models, tiny_corpus, one_thread):
+    model, reference = models(arch)
+    stats = steer.collect(model, tiny_corpus, batch_size=2, progress=False)
+    n_layers, width = model_info(model).n_layers, model_info(model).d_mlp
+    active = torch.zeros(len(tiny_corpus.languages), n_layers, width, dtype=torch.int64)
+    sums = torch.zeros(len(tiny_corpus.languages), n_layers, width, dtype=torch.float64)
+    near_zero = torch.zeros_like(active)  # act_fn outputs this close to 0 may flip sign between batched and single runs
+    tokens = torch.zeros(len(tiny_corpus.languages), dtype=torch.int64)
+    seen = {}
+    handles = []
+    for layer, (act, down) in enumerate(_modules(reference, arch)):
+        handles.append(act.register_forward_hook(lambda m, i, o, layer=layer: seen.__setitem__(("act", layer), o)))
+        handles.append(down.register_forward_pre_hook(lambda m, a, layer=layer: seen.__setitem__(("down", layer), a[0])))
+    try:
+        with torch.no_grad():
+            for k, language in enumerate(tiny_corpus.languages):
+                for text in tiny_corpus.stats[language]:
+                    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
+                    reference(input_ids=ids)
+                    tokens[k] += ids.shape[1] - 1  # the BOS is not counted
+                    for layer in range(n_layers):  # OPT's layer runs its MLP on [batch·seq, d]: reshape
+                        a = seen["act", layer].reshape(ids.shape[1], -1)[1:]
+                        d = seen["down", layer].reshape(ids.shape[1], -1)[1:]
+                        active[k, layer] += (a > 0).sum(0)
+                        near_zero[k, layer] += (a.abs() < 1e-6).sum(0)
+                        sums[k, layer] += d.double().sum(0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert torch.equal(stats.tokens, tokens)
+    assert active.sum() > 0 and (active < tokens[:, None, None]).any()  # neither all off nor all on
+    assert ((stats.active - active).abs() <= near_zero).all(), f"{arch}: counts differ from HF"
+    torch.testing.assert_close(stats.sums.double(), sums, atol=1e-3, rtol=1e-4, msg=f"{arch}: sums differ from HF")
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_deactivating_a_neuron_zeroes_the_hf_down_projection_input(arch, models, one_thread):
+    model, reference = models(arch)
+    info = model_info(model)
+    layer, index = NEURON
+    membership = torch.zeros(1, info.n_layers, info.d_mlp, dtype=torch.bool)
+    membership[0, layer, index] = True
+    neurons = NeuronSet(["de"], membership, meta={"model": info.to_dict()})
+    ids = _ids(model)
+    mask = ids["attention_mask"].bool()
+
+    def zero(module, args):
+        x = args[0].clone()
+        x[..., index] = 0
+        return (x,)
+
+    down = _modules(reference, arch)[layer][1]
+    with torch.no_grad():
+        plain = reference(**ids).logits
+        handle = down.register_forward_pre_hook(zero)
+        try:
+            expected = reference(**ids).logits
+        finally:
+            handle.remove()
+        with steer.deactivate(model, neurons):
+            bridged = model.original_model(**ids).logits
+            with fast_path(model):
+                fast = model.original_model(**ids).logits
+    assert (expected - plain)[mask].abs().max() > 1e-5  # the neuron matters: the test can fail
+    torch.testing.assert_close(bridged[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast[mask], expected[mask], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_steered_generation_is_the_same_with_and_without_cache_and_batching(arch, models, one_thread):
+    model, _ = models(arch)
+    info = model_info(model)
+    membership = torch.zeros(2, info.n_layers, info.d_mlp, dtype=torch.bool)
+    membership[0, :, 0:info.d_mlp:5] = True
+    membership[1, 1, 1:info.d_mlp:7] = True
+    neurons = NeuronSet(["de", "en"], membership, meta={"model": info.to_dict()})
+    interventions = [steer.Intervention("scale", languages=["de"], factor=3.0),
+                     steer.Intervention("suppress", languages=["en"], phase="output")]
+    kwargs = dict(interventions=interventions, neurons=neurons, max_new_tokens=6, detect=False, return_logits=True)
+    cached = steer.generate(model, PROMPTS, **kwargs)
+    uncached = steer.generate(model, PROMPTS, use_cache=False, **kwargs)
+    single = steer.generate(model, PROMPTS, batch_size=1, **kwargs)
+    plain = steer.generate(model, PROMPTS, max_new_tokens=6, detect=False, return_logits=True)
+    assert cached.texts == uncached.texts == single.texts
+    for a, b, c in zip(cached.logits, uncached.logits, single.logits):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(c, a, atol=1e-4, rtol=1e-4)
+    assert any(not torch.allclose(a[:1], p[:1], atol=1e-4) for a, p in zip(cached.logits, plain.logits))  # it steers
+
+
+@pytest.mark.parametrize("arch", DENSE)
+def test_the_fast_path_gives_the_bridges_logits(arch, models, one_thread):
+    model, reference = models(arch)
+    ids = _ids(model)
+    mask = ids["attention_mask"].bool()
+    fired = []
+    with torch.no_grad():
+        expected = reference(**ids).logits
+        bridged = model.original_model(**ids).logits
+        with fast_path(model):
+            fast = model.original_model(**ids).logits
+        with steer.hooks.attached(model, [("blocks.0.mlp.hook_post", lambda x: fired.append(x.shape))]):
+            with fast_path(model):
+                hooked = model.original_model(**ids).logits
+    assert len(fired) == 1
+    torch.testing.assert_close(bridged[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast[mask], bridged[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(hooked[mask], bridged[mask], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_mixture_of_experts_is_refused_by_name_with_the_reason(arch, tiny_root):
+    with pytest.raises(ValueError, match=f"architecture '{arch}' is not supported by steer: a mixture-of-experts MLP"):
+        steer.load_model(tiny_model_dir(f"arch:{arch}", root=tiny_root), device="cpu")
