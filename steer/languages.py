@@ -88,6 +88,8 @@ def language_name(code: str) -> str:
     return row.name if row else code
 
 
+Lang = str  # the annotation of a config field that holds a language code (checked as one by steer.bench.schema)
+
 # A language code as steer accepts it: BCP-47-like, a primary subtag of 2-3 letters and optional subtags of
 # 1-8 letters or digits, joined by "-" (or "_", read as "-"). Lower case once normalised.
 _CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")

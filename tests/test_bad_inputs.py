@@ -29,7 +29,7 @@ import steer.bench.alignment
 import steer.bench.runner
 import steer.corpus
 import steer.models
-from steer._io import atomic_dir, atomic_file, write_json_atomic
+from steer._io import atomic_dir, atomic_file, prepare_out, write_json_atomic, write_text_atomic
 from steer.align import AlignConfig, align
 from steer.bench import demo_config, run_bench, run_demo
 from steer.bench.demo import _skip_transfer_without_low_resource
@@ -384,6 +384,110 @@ def _two_language_texts(e: Env):
     e.write("small/en.txt", "The cat sits on the mat.\nOpen the file.\n")
     e.write("small/de.txt", "Die Katze sitzt.\nÖffnen Sie die Datei.\n")
 
+
+
+# ---- round two: one output-folder rule, language codes, resume, late checks, errors to act on
+
+
+def _steer_folder(e: Env, verb: str, name: str = "run", files=("report.md",)) -> Path:
+    """A folder steer made for `verb` (its marker lists `files`), as a finished run leaves it."""
+    out = prepare_out(e.tmp / name, verb)
+    for file in files:
+        write_text_atomic(out / file, f"{verb} wrote {file}")
+    return e.register(out)
+
+
+def _user_stats_folder(e: Env) -> Path:
+    folder = e.user_folder()
+    (folder / "stats.json").write_text('{"mine": true}')
+    return e.register(folder)
+
+
+def _dotfile_folder(e: Env) -> Path:
+    e.write("repo/.git/HEAD", "ref: refs/heads/main")
+    e.write("repo/.env", "SECRET=1")
+    return e.tmp / "repo"
+
+
+def _rebuild_keeps_readme(e: Env):
+    assert main(_s("corpus", "build", "--from-dir", e.s / "texts", "--out", e.out)) == 0
+    (e.out / "README.md").write_text("my notes on this corpus")
+
+
+def _readme_kept(e: Env):
+    return (e.out / "README.md").read_text() == "my notes on this corpus" and Corpus.load(e.out).languages == ["de", "en", "ja"]
+
+
+def _collect_folder_with_foreign_rank(e: Env):
+    _two_language_texts(e)
+    out = prepare_out(e.out, "collect")
+    write_json_atomic(out / "stats.json", {})  # steer's own: a later collect replaces it
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "rank7.safetensors").write_bytes(b"another run's, not this one's")
+
+
+def _edit_checkpoint(e: Env, change) -> None:
+    """The checkpoint of `_collect_checkpoint`, with its header metadata changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _collect_checkpoint(e)
+    file = checkpoint_file(e.tmp / "ck")
+    with safe_open(str(file), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    meta = json.loads(header["meta"])
+    change(meta)
+    header["meta"] = json.dumps(meta)
+    save_file(tensors, str(file), metadata=header)
+    e.register(file)
+
+
+def _transposed_typo(e: Env):
+    _collect_checkpoint(e)
+    e.value = {"en": ["The cat sits on the mta."], "de": ["Die Katze sitzt."]}  # same words, two letters swapped
+
+
+def _unrecorded_neurons(e: Env) -> Path:
+    return e.edit_json("neurons.json", lambda d: d.update(meta={}))
+
+
+def _output_phase_on_a_plain_forward(e: Env):
+    sparse = NeuronSet.load(e.s / "sparse.json")
+    with steer.intervene(e.tiny, Intervention("suppress", languages=["en"], phase="output"), neurons=sparse):
+        e.tiny("Hello there")
+
+
+def _damaged_align_file(e: Env, name: str):
+    out = prepare_out(e.out, "align")
+    write_text_atomic(out / name, '{"format": "steer.align", "step": 1,')
+    e.register(out)
+
+
+def _one_eval_text_per_language(e: Env):
+    for lang in ("en", "de", "eu"):
+        e.write(f"one/{lang}.txt", "\n".join(f"{lang} paragraph number {i} with a few words in it." for i in range(12)) + "\n")
+
+
+
+
+def _two_texts_and(e: Env, extra: str) -> Path:
+    e.write("t/en.txt", "The cat sits on the mat.\nOpen the file.\n")
+    e.write("t/de.txt", "Die Katze sitzt.\nÖffnen Sie die Datei.\n")
+    e.write(f"t/{extra}", "This folder holds my corpus.\n")
+    return e.tmp / "t"
+
+
+def _bom_texts(e: Env) -> Path:
+    e.write("b/en.txt", "\ufeffThe cat sits on the mat.\nOpen the file.\nSave it.\n")
+    e.write("b/de.txt", "\ufeffDie Katze sitzt.\nÖffnen Sie die Datei.\nSpeichern.\n")
+    return e.tmp / "b"
+
+
+def _with_corpus(e: Env, bench: str) -> str:
+    """A config on the shared tiny model and text corpus with one benchmark table."""
+    return (f'[model]\nname = "{e.tiny_dir}"\n[corpus]\nsource = "{e.s / "texts"}"\n[neurons.z]\nmethod = "zhang2025"\n'
+            + bench)
 
 ZERO_NEURONS = r"(?=.*\bde\b)(?=.*no neuron)"  # names the language and says it has no neuron
 
@@ -778,6 +882,108 @@ CASES: list[Case] = [
     cli("cli-demo-threads-zero", lambda e: DEMO(e, "--threads", "0"), r"--threads: must be a positive integer", usage=True),
     cli("cli-demo-unknown-model", lambda e: DEMO(e, "--model", "no-such-model"), r"unknown model 'no-such-model'"),
     cli("cli-demo-missing-corpus", lambda e: DEMO(e, "--corpus", e.tmp / "nowhere"), r"cannot load a corpus from"),
+    # ---------------------------------------------------------------- round two: the output-folder rule
+    cli("out-collect-user-folder-with-stats-json", lambda e: COLLECT(e, "--out", _user_stats_folder(e)),
+        r"'.*mine' is a folder steer did not write \(it holds notes\.txt, stats\.json\)"),
+    cli("out-identify-inside-its-stats-input", lambda e: IDENTIFY(e, "--out", e.s / "stats" / "stats.safetensors"),
+        r"--out '.*stats\.safetensors' sits inside the input '.*stats'"),
+    cli("out-identify-is-its-stats-input", lambda e: IDENTIFY(e, "--out", e.s / "stats"), r"--out '.*stats' is the input"),
+    cli("out-identify-over-a-users-text-file", lambda e: IDENTIFY(e, "--out", e.write("thesis_notes.txt", "chapter 1")),
+        r"thesis_notes\.txt' is a file; --out must be a folder"),
+    cli("out-identify-over-a-users-json", lambda e: IDENTIFY(e, "--out", e.write("thesis.json", '{"chapter": 1}')),
+        r"thesis\.json' exists and is not a neuron set steer wrote"),
+    cli("out-identify-under-a-file", lambda e: IDENTIFY(e, "--out", e.a_file() / "n.json"), r"'.*taken' is a file, not a folder"),
+    cli("out-compare-into-a-bench-run", lambda e: COMPARE(e, "--out", _steer_folder(e, "bench")),
+        r"'.*run' holds the output of `steer bench`; give a new or empty folder for `steer compare`"),
+    cli("out-collect-empty-string", lambda e: COLLECT(e, "--out", ""), r"--out is empty \(an unset shell variable\?\)"),
+    cli("out-identify-empty-string", lambda e: IDENTIFY(e, "--out", ""), r"--out is empty"),
+    cli("out-bench-empty-string", lambda e: BENCH(e, "--out", ""), r"--out is empty"),
+    cli("out-generate-empty-string", lambda e: GENERATE(e, "--out", ""), r"--out is empty"),
+    cli("out-corpus-into-its-own-input", lambda e: _s("corpus", "build", "--from-dir", e.s / "texts", "--out", e.s / "texts" / "built"),
+        r"sits inside the input '.*texts'"),
+    cli("out-bench-over-its-stats-input", lambda e: BENCH(e, "--out", e.s / "stats"), r"--out '.*stats' is the input"),
+    cli("out-align-dotfiles-only", lambda e: ALIGN(e, "--out", _dotfile_folder(e)),
+        r"'.*repo' is a folder steer did not write \(it holds \.env, \.git\)"),
+    api("out-api-align-dotfiles-only", lambda e: align(e.tiny_dir, e.s / "texts", _dotfile_folder(e), AlignConfig(["de"], steps=1), progress=False),
+        ValueError, r"steer did not write \(it holds \.env, \.git\)"),
+    api("out-api-stats-save-into-a-user-folder", lambda e: e.stats.save(e.user_folder()), ValueError, r"steer did not write"),
+    api("out-api-neurons-save-over-a-users-json", lambda e: e.neurons.save(e.write("mine.json", "{}")), ValueError,
+        r"mine\.json' exists and is not a neuron set steer wrote"),
+    api("out-writer-never-replaces-a-file-the-user-added", lambda e: write_json_atomic(e.tmp / "run" / "summary.json", {}), ValueError,
+        r"summary\.json' is in steer's output folder .* steer did not write it",
+        setup=lambda e: _steer_folder(e, "bench") and e.write("run/summary.json", "the user's")),
+    Case("out-corpus-rebuild-keeps-the-users-readme", lambda e: _s("corpus", "build", "--from-dir", e.s / "texts", "--out", e.out),
+         None, None, cli=True, writes=True, exit_code=0, setup=_rebuild_keeps_readme, check=_readme_kept),
+    Case("out-collect-deletes-only-its-own-checkpoint", lambda e: COLLECT(e, "--corpus", e.tmp / "small", "--batch-size", "2"), None, None,
+         cli=True, setup=_collect_folder_with_foreign_rank, loads=True, writes=True, exit_code=0,
+         check=lambda e: (e.out / "checkpoint" / "rank7.safetensors").read_bytes() == b"another run's, not this one's"
+         and not (e.out / "checkpoint" / "rank0.safetensors").exists()),
+    # ---------------------------------------------------------------- round two: language codes
+    api("codes-textdir-stray-readme", lambda e: Corpus.from_text_dir(_two_texts_and(e, "README.txt")), ValueError,
+        r"README\.txt not named <lang>\.txt for a language code"),
+    api("codes-textdir-en-and-EN", lambda e: Corpus.from_text_dir(_two_texts_and(e, "EN.txt")), ValueError,
+        r"'EN' and 'en' are the same language \('en'\)"),
+    api("codes-jsonl-path-traversal", lambda e: Corpus.from_jsonl(e.write("c.jsonl", '{"lang": "../../victim", "text": "x"}\n')),
+        ValueError, r"c\.jsonl:1: \"lang\": '\.\./\.\./victim' is not a language code"),
+    api("codes-jsonl-absolute-path", lambda e: Corpus.from_jsonl(e.write("c.jsonl", '{"lang": "/tmp/evil", "text": "x"}\n')),
+        ValueError, r"'/tmp/evil' is not a language code"),
+    api("codes-jsonl-same-language-twice", lambda e: Corpus.from_jsonl(e.write("c.jsonl", '{"lang": "en ", "text": "a b"}\n{"lang": "DE", "text": "c d"}\n{"lang": "EN", "text": "e f"}\n')).languages,
+        None, None, check=lambda e: Corpus.from_jsonl(e.tmp / "c.jsonl").languages == ["en", "de"]),
+    fine("codes-textdir-bom-is-not-text", lambda e: setattr(e, "value", Corpus.from_text_dir(_bom_texts(e))),
+         check=lambda e: all(not t.startswith("\ufeff") for t in e.value.stats["en"] + e.value.eval["en"])),
+    cli("codes-cli-collect-bad-language", lambda e: COLLECT(e, "--languages", "en,../x"), r"--languages: '\.\./x' is not a language code"),
+    cli("codes-cli-generate-bad-force-language", lambda e: FORCE(e, "--force-language", "d e"), r"--force-language: 'd e' is not a language code"),
+    api("codes-stats-bad-code", lambda e: ActivationStats(["en", "ReadMe.md"], torch.zeros(2, 1, 1), torch.ones(2)), ValueError,
+        r"stats languages: 'ReadMe\.md' is not a language code"),
+    # ---------------------------------------------------------------- round two: resume checks everything
+    api("resume-edited-corpus-same-shape", lambda e: steer.collect(e.tiny, e.value, batch_size=1, checkpoint=e.tmp / "ck", progress=False),
+        ValueError, r"does not match this run \(changed: corpus texts; batch plan\)", setup=_transposed_typo),
+    api("resume-checkpoint-without-done-batches", lambda e: steer.collect(e.tiny, e.value, batch_size=1, checkpoint=e.tmp / "ck", progress=False),
+        ValueError, r"does not say how many batches it holds \(done_batches\)", setup=lambda e: _edit_checkpoint(e, lambda m: m.pop("done_batches"))),
+    api("resume-other-world-size", lambda e: steer.collect(e.tiny, e.value, batch_size=1, checkpoint=e.tmp / "ck", progress=False),
+        ValueError, r"changed: number of processes \(2 there, 1 now\)", setup=lambda e: _edit_checkpoint(e, lambda m: m.update(world_size=2))),
+    api("resume-counts-disagree-with-done-batches", lambda e: steer.collect(e.tiny, e.value, batch_size=1, checkpoint=e.tmp / "ck", progress=False),
+        ValueError, r"counts \[\d+, \d+\] tokens per language, but its first 1 batches hold", setup=lambda e: _edit_checkpoint(e, lambda m: m.update(done_batches=1))),
+    # ---------------------------------------------------------------- round two: checks that were skipped
+    api("late-neurons-without-model-record-loaded-for-a-model", lambda e: NeuronSet.load(_unrecorded_neurons(e), model=e.tiny),
+        ValueError, r"neuron set '.*neurons\.json' records no model \(no weights hash\).*unrecorded=True"),
+    api("late-neurons-without-model-record-steered", lambda e: steer.deactivate(e.tiny, NeuronSet.load(_unrecorded_neurons(e))["en"]),
+        ValueError, r"records no model"),
+    fine("late-neurons-without-model-record-when-asked", lambda e: steer.deactivate(e.tiny, NeuronSet.load(_unrecorded_neurons(e), unrecorded=True)["en"])),
+    cli("late-cli-ablate-neurons-without-model-record", lambda e: ABLATE(e, neurons=_unrecorded_neurons(e)), r"records no model", loads=True),
+    api("late-merge-stats-without-model-record", lambda e: e.stats.merge(ActivationStats.from_counts(["en"], torch.zeros(1, 4, 128, dtype=torch.int64), torch.tensor([1]))),
+        ValueError, r"cannot merge stats that record no model.*unrecorded=True"),
+    api("late-intervention-fractional-layer", lambda e: Intervention("suppress", layers=[1.5]), ValueError, r"layers must be whole layer numbers, got 1\.5"),
+    api("late-generate-phase-without-force", lambda e: steer.generate(e.tiny, "Hi", phase="output"), ValueError, r"phase applies only with force_language"),
+    api("late-generate-suppress-without-force", lambda e: steer.generate(e.tiny, "Hi", suppress="others"), ValueError, r"suppress applies only with force_language"),
+    api("late-output-phase-on-a-plain-forward", _output_phase_on_a_plain_forward, RuntimeError, r"phase 'output' needs to know where the prompt ends"),
+    api("late-toml-missing-neuron-path", lambda e: _toml(e, GOOD_TOML + '[neurons.m]\npath = "nowhere.json"\n'), ValueError,
+        r"\[neurons\.m\] path: '.*nowhere\.json' does not exist"),
+    api("late-toml-strength-nan", lambda e: _toml(e, GOOD_TOML + "[bench.forced]\nstrength = nan\n"), ValueError, r"'strength' must be a number, got nan"),
+    api("late-toml-top-rate-string", lambda e: _toml(e, GOOD_TOML.replace('method = "zhang2025"\n', 'method = "zhang2025"\ntop_rate = "lots"\n')),
+        ValueError, r"top_rate must be in \(0, 1\], got lots"),
+    api("late-toml-negative-repetition-penalty", lambda e: _toml(e, GOOD_TOML + "[bench.forced]\nrepetition_penalty = -1.0\n"), ValueError,
+        r"repetition_penalty must be above 0"),
+    api("late-toml-list-element-types", lambda e: _toml(e, GOOD_TOML + '[bench.forced]\nsweep_strengths = ["a"]\n'), ValueError,
+        r"'sweep_strengths' must be a list of numbers, got \['a'\]"),
+    api("late-toml-bad-language-code", lambda e: _toml(e, GOOD_TOML + '[bench.forced]\nsweep_targets = ["d e"]\n'), ValueError,
+        r"'sweep_targets' must be a list of language codes"),
+    cli("late-bench-sweep-target-typo", lambda e: _s("bench", _bench_config(e, _with_corpus(e, "[bench.forced]\nsweep_targets = [\"dee\"]\n")), "--out", e.out),
+        r"sweep_targets names \['dee'\], not among the run's languages \(de, en, ja\)"),
+    cli("late-bench-unknown-low-resource", lambda e: _s("bench", _bench_config(e, _with_corpus(e, "[bench.transfer]\nlow_resource = [\"om\"]\n")), "--out", e.out),
+        r"low_resource names \['om'\], not among the run's languages"),
+    api("late-demo-knob-list-types", lambda e: run_demo(e.out, quick=True, model=e.tiny_dir, corpus=e.s / "texts", sweep_strengths=["a"], progress=False),
+        ValueError, r"'sweep_strengths' must be a list of numbers"),
+    api("late-demo-knob-target-typo", lambda e: run_demo(e.out, quick=True, model=e.tiny_dir, corpus=e.s / "texts", sweep_targets=["dee"], progress=False),
+        ValueError, r"sweep_targets names \['dee'\]"),
+    api("late-demo-one-held-out-text-per-language", lambda e: run_demo(e.out, quick=True, model=e.tiny_dir, corpus=e.tmp / "one", progress=False),
+        ValueError, r"\[bench\.forced\] forced: forcing a language needs at least 2 held-out paragraphs per language", setup=_one_eval_text_per_language),
+    # ---------------------------------------------------------------- round two: errors a person can act on
+    api("act-damaged-align-state", lambda e: align(e.tiny_dir, e.s / "texts", e.out, AlignConfig(["de"], steps=1), progress=False),
+        ValueError, r"cannot read '.*checkpoint/state\.json' .*damaged: delete .*checkpoint to start over",
+        setup=lambda e: _damaged_align_file(e, "checkpoint/state.json"), loads=True),
+    api("act-damaged-align-json", lambda e: align(e.tiny_dir, e.s / "texts", e.out, AlignConfig(["de"], steps=1), progress=False),
+        ValueError, r"cannot read '.*align\.json' .*damaged", setup=lambda e: _damaged_align_file(e, "align.json"), loads=True),
 ]
 
 
@@ -850,3 +1056,18 @@ def test_bad_input(case: Case, env: Env, loads, capsys):
     assert hook_count(env.tiny) == hooks, "hooks left on the model"
     if case.check is not None:
         assert case.check(env) is not False
+
+
+@pytest.mark.parametrize("how", ["option", "after the verb", "environment"])
+def test_debug_shows_the_traceback_above_the_one_line(how, env: Env, loads, capsys, monkeypatch):
+    argv = COLLECT(env, "--languages", "en,xx")
+    if how == "option":
+        argv = ["--debug", *argv]
+    elif how == "after the verb":
+        argv = [*argv, "--debug"]
+    else:
+        monkeypatch.setenv("STEER_DEBUG", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and any("cmd_collect" in line for line in err)
+    assert re.match(r"steer: error: --languages: the corpus has no language \['xx'\]", err[-1])

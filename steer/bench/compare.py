@@ -21,6 +21,7 @@ from torch import Tensor
 from steer._io import file_header, prepare_out, write_json_atomic, write_text_atomic
 from steer.bench.plots import plot_compare
 from steer.bench.registry import Benchmark, Context, Job, register
+from steer.languages import Lang
 from steer.neurons import NeuronSet
 
 CLASSES = ("specific", "related", "general")
@@ -32,7 +33,7 @@ class CompareBench:
 
     a: str = ""
     b: str = ""
-    trained: list | None = None
+    trained: list[Lang] | None = None
 
     def check(self, where: str) -> None:
         if not self.a or not self.b:

@@ -43,14 +43,14 @@ class DeltaPPLBench:
     """`[bench.delta_ppl]`: the arguments of `delta_ppl_matrix` (texts: the first `n_texts` eval texts)."""
 
     neurons: str = ""
-    variants: list = field(default_factory=lambda: ["specific+related"])
+    variants: list[str] = field(default_factory=lambda: ["specific+related"])
     n_texts: int | None = None
     max_length: int = 128
     batch_size: int = 8
     n_random: int = 3
     random_seed: int = 0
     random_columns: str = "all"
-    random_variants: list | None = None
+    random_variants: list[str] | None = None
     cells: str = "all"
 
     def check(self, where: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from steer._io import prepare_out, write_json_atomic
 from steer.bench.report import forcing_steps_phrase, write_report
 from steer.bench.runner import execute, preamble, result_meta, sections, torch_threads
-from steer.bench.schema import BenchConfig, load_config
+from steer.bench.schema import BenchConfig, load_config, recheck
 from steer.corpus import Corpus, load_corpus
 from steer.languages import LOW_RESOURCE
 from steer.models import model_info
@@ -94,7 +94,7 @@ def demo_config(
         config.corpus.source = corpus_source
     if languages:
         config.corpus.languages = list(languages)
-    return config
+    return recheck(config)  # the knobs and languages pass the TOML's own checks: types, ranges, codes
 
 
 def summarize(results: dict[str, dict], ctx, seconds: dict[str, float]) -> dict:
@@ -237,8 +237,8 @@ def run_demo(
     config = demo_config(quick=quick, model=str(model_name) if model_name else None, languages=languages, **knobs)
     if corpus is not None:
         config.corpus.source = corpus.source or "in-memory"
-    if config.corpus.languages is not None and len(config.corpus.languages) > 1:
-        _check_sweep_targets(config)
+    if config.corpus.languages is not None and len(config.corpus.languages) > 1 and knobs.get("sweep_targets") is None:
+        _check_sweep_targets(config)  # the demo's own targets follow the languages; targets the caller gives are checked
     skipped = _skip_transfer_without_low_resource(config, corpus)
     with torch_threads(threads):
         ctx, results, stages = execute(config, out, model=model, corpus=corpus, progress=progress, verb="demo")

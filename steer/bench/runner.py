@@ -72,7 +72,12 @@ def _load_corpus(config: BenchConfig, corpus=None):
         corpus = load_corpus(source, progress=False)
     config.check_languages(list(corpus.languages))
     languages = config.corpus.languages or list(corpus.languages)
-    return corpus.subset(languages, max_stats=config.corpus.max_stats)
+    corpus = corpus.subset(languages, max_stats=config.corpus.max_stats)
+    for entry in config.benchmarks:  # what a benchmark needs of the corpus (e.g. enough held-out text)
+        check = getattr(entry.spec, "check_corpus", None)
+        if check is not None:
+            check(corpus, f"[bench.{entry.kind}] {entry.name}")
+    return corpus
 
 
 def _load_model(config: BenchConfig, model=None):
@@ -258,6 +263,7 @@ def execute(config: BenchConfig, out: str | Path, *, model=None, corpus=None, pr
     config.model.check("[model]")  # again: the command line may have changed it
     config.check_files(corpus=corpus is None)
     out = prepare_out(out, verb, inputs=config_inputs(config))
+    corpus = _load_corpus(config, corpus)  # its languages checked against the config's before anything is written
     write_json_atomic(out / "config.json", config.to_dict())
     stages = Stages(out)
     ctx = prepare(config, out, model=model, corpus=corpus, progress=progress, stages=stages)

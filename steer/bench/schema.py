@@ -40,7 +40,7 @@ from typing import Any
 
 from steer.bench._common import check_at_least
 from steer.bench.registry import benchmarks, get
-from steer.languages import is_code, normalise_codes
+from steer.languages import Lang, is_code, normalise_codes
 from steer.models import EMBEDDED_MODEL
 
 if sys.version_info >= (3, 11):
@@ -55,7 +55,6 @@ _TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), 
           "lang": (str,)}
 _NAMES = {"bool": "true/false", "int": "an integer", "float": "a number", "str": "a string", "list": "a list",
           "dict": "a table", "lang": "a language code"}
-Lang = str  # the annotation of a field holding a language code (checked as one, and against the corpus)
 
 
 def _annotation(f: dataclasses.Field) -> list[str]:
@@ -85,10 +84,15 @@ def _kind_ok(value: Any, names: list[str]) -> bool:
     return False
 
 
+_PLURALS = {"bool": "true/false values", "int": "integers", "float": "numbers", "str": "strings",
+            "lang": "language codes"}
+
+
 def _type_name(names: list[str]) -> str:
     def one(name: str) -> str:
         base, _, item = name.partition("[")
-        return f"a list of {_NAMES.get(item.rstrip(']'), item.rstrip(']'))}s" if item else _NAMES.get(base, base)
+        item = item.rstrip("]")
+        return f"a list of {_PLURALS.get(item, item)}" if item else _NAMES.get(base, base)
 
     return " or ".join(one(n) for n in names if n != "None")
 
@@ -325,6 +329,17 @@ class BenchConfig:
             neurons[name] = {**table, **spec.params}
         return {"title": self.title, "model": dataclasses.asdict(self.model), "corpus": dataclasses.asdict(self.corpus),
                 "stats": dataclasses.asdict(self.stats), "neurons": neurons, "bench": bench}
+
+
+def recheck(config: BenchConfig) -> BenchConfig:
+    """Every section and benchmark spec of `config` checked again as if read from TOML (after code changed
+    fields, e.g. the demo's knobs): the same one-line errors, and language codes normalised."""
+    config.model = _build(ModelConfig, dataclasses.asdict(config.model), "[model]")
+    config.corpus = _build(CorpusConfig, dataclasses.asdict(config.corpus), "[corpus]")
+    config.stats = _build(StatsConfig, dataclasses.asdict(config.stats), "[stats]")
+    for entry in config.benchmarks:
+        entry.spec = _build(type(entry.spec), dataclasses.asdict(entry.spec), f"[bench.{entry.kind}] {entry.name}")
+    return config
 
 
 def load_config(path: str | Path) -> BenchConfig:

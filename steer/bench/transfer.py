@@ -19,7 +19,7 @@ from steer.bench.delta_ppl import eval_columns
 from steer.bench.plots import plot_transfer
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import transfer_section
-from steer.languages import LOW_RESOURCE
+from steer.languages import LOW_RESOURCE, Lang
 from steer.neurons import NeuronSet
 from steer.progress import progress_bar
 from steer.steering import amplify, deactivate
@@ -30,8 +30,8 @@ class TransferBench:
     """`[bench.transfer]`: the arguments of `low_resource_transfer` (texts: the first `n_texts` eval texts)."""
 
     neurons: str = ""
-    low_resource: list | None = None
-    high_resource: list | None = None
+    low_resource: list[Lang] | None = None
+    high_resource: list[Lang] | None = None
     factor: float = 2.0
     n_random: int = 1
     n_texts: int | None = None
