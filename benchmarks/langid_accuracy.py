@@ -60,14 +60,18 @@ def main() -> None:
     ap.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE)
     ap.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     args = ap.parse_args()
+    if args.json is not None:  # before measuring: a new file, or one this script wrote
+        from steer._io import check_out_file, is_steer_json
+
+        check_out_file(args.json, is_steer_json, what="result file", option="--json")
     result = measure(args.corpus, args.min_confidence)
     print(f"corpus: {result['corpus']}  candidates: {','.join(result['candidates'])}  "
           f"min_confidence: {result['min_confidence']}  ({result['texts_per_second']:.0f} texts/s)\n")  # fmt: skip
     print(to_markdown(result))
     if args.json:
-        from steer._io import write_json_atomic
+        from steer._io import file_header, write_json_atomic
 
-        write_json_atomic(args.json, result)
+        write_json_atomic(args.json, {**file_header(), **result})
 
 
 if __name__ == "__main__":

@@ -231,6 +231,10 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.json is not None:  # before measuring: a new file, or one this script wrote
+        from steer._io import check_out_file, is_steer_json
+
+        check_out_file(args.json, is_steer_json, what="result file", option="--json")
     args.languages = args.languages.split(",")
     if args.batch_size is None and args.tokens_per_batch is None:
         args.batch_size = 16
@@ -290,9 +294,9 @@ def main() -> None:
     for entry in memory:
         print(f"| collection peak RSS growth at {entry['tokens']} tokens | {entry['peak_growth_mb']:.0f} MB | flat |")
     if args.json:
-        from steer._io import write_json_atomic
+        from steer._io import file_header, write_json_atomic
 
-        write_json_atomic(args.json, figures)
+        write_json_atomic(args.json, {**file_header(), **figures})
 
 
 if __name__ == "__main__":

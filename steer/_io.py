@@ -276,6 +276,15 @@ def check_out_file(path: str | Path | None, is_steers, *, what: str, inputs=(), 
     return path
 
 
+def is_steer_json(path: str | Path) -> bool:
+    """Whether `path` is a JSON object steer wrote (it records the steer version)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "steer_version" in data
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
