@@ -99,6 +99,22 @@ def test_unsupported_architecture_names_what_is_missing(tmp_path):
         steer.load_model(tmp_path)
 
 
+def test_a_bridge_without_an_mlp_is_refused_by_name(tmp_path):
+    """Mamba: TransformerLens bridges it, but its blocks have no MLP whose hook points are neurons."""
+    from transformers import AutoConfig
+
+    from steer.testing import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    config = AutoConfig.for_model("mamba", hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=len(tokenizer),
+                                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
+    tokenizer.save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="architecture 'mamba' is not supported by steer: the bridge has no MLP "
+                                         "component in some layer"):
+        steer.load_model(tmp_path, device="cpu")
+
+
 def test_explicit_sites_are_only_where_the_bridge_cannot_tell():
     """Sites are read from the bridge; SITES keeps BLOOM only (its activation is hard-coded, not in its config)."""
     assert set(SITES) == {"bloom"} and SITES["bloom"].act_fn == "bloom_gelu"

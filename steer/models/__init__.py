@@ -304,12 +304,18 @@ def decoder(model) -> torch.nn.Module:
     stack = model.__dict__.get("_steer_decoder")
     if stack is not None:
         return stack
-    first = model.blocks[0]
-    targets = {id(first), id(getattr(first, "original_component", first))}
-    for name, module in hf_model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) and id(module[0]) in targets and "." in name:
-            stack = hf_model.get_submodule(name.rsplit(".", 1)[0])
-            break
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:  # a bridge: the module whose layer list holds its first block
+        targets = {id(blocks[0]), id(getattr(blocks[0], "original_component", blocks[0]))}
+        for name, module in hf_model.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) and id(module[0]) in targets and "." in name:
+                stack = hf_model.get_submodule(name.rsplit(".", 1)[0])
+                break
+    else:  # a plain HF model (align's scorer): its base model, or the decoder inside it (OPT)
+        stack = getattr(hf_model, "base_model", None)
+        inner = getattr(stack, "decoder", None)
+        if isinstance(inner, torch.nn.Module) and hasattr(inner, "layers"):
+            stack = inner
     if stack is None or stack is hf_model:
         raise ValueError(f"cannot find the decoder stack of {type(hf_model).__name__}")
     model.__dict__["_steer_decoder"] = stack  # a plain attribute, not a registered submodule

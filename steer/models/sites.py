@@ -125,11 +125,12 @@ def site_for(model) -> NeuronSite:
     blocks = getattr(model, "blocks", None)
     mlps = [getattr(block, "mlp", None) for block in blocks] if blocks is not None else []
     if len(mlps) != n_layers or not all(isinstance(mlp, MLPBridge) for mlp in mlps):
-        kinds = sorted({type(mlp).__name__ for mlp in mlps}) or ["none"]
+        kinds = sorted({type(mlp).__name__ for mlp in mlps if mlp is not None})
         if any("MoE" in kind for kind in kinds):
             raise _refusal(model_type, MOE_REASON)
-        raise _refusal(model_type, f"the bridge's MLP component is {', '.join(kinds)}, not an MLP whose hook_pre "
-                                   "and hook_post are the neurons; add a NeuronSite entry to steer.models.SITES")
+        what = f"'s MLP component is {', '.join(kinds)}," if kinds else " has no MLP component in some layer,"
+        raise _refusal(model_type, f"the bridge{what} not an MLP whose hook_pre and hook_post are the neurons; "
+                                   "add a NeuronSite entry to steer.models.SITES")
     gated = explicit.gated if explicit is not None else isinstance(mlps[0], GatedMLPBridge)
     act = configured_activation(config, explicit)
     if act is None:
