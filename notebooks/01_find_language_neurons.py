@@ -27,41 +27,25 @@
 # the embedded Gemma 3 270M, selects neurons with both methods and looks at where they are.
 
 # %%
-import os
-import tempfile
-import time
 import warnings
-from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets, warned when steer loads
+
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Markdown, display
 
 import steer
+from steer.notebook import setup, table
 
-# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers.
-MAX_STATS = int(os.environ.get("STEER_NB_MAX_STATS", 24))  # paragraphs per language for the statistics
-MAX_LENGTH = int(os.environ.get("STEER_NB_MAX_LENGTH", 128))  # tokens per paragraph, at most
-LANGUAGES = [code for code in os.environ.get("STEER_NB_LANGUAGES", "").split(",") if code]  # empty: all
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (read when transformers loads)
-
-# Everything this notebook writes goes under $STEER_NB_OUT (default: a fresh temporary folder, kept in OUT).
-OUT = Path(os.environ.get("STEER_NB_OUT") or tempfile.mkdtemp(prefix="steer-nb-")) / "01_find_language_neurons"
-OUT.mkdir(parents=True, exist_ok=True)
-print(f"steer {steer.__version__}; files go to",
-      f"$STEER_NB_OUT/{OUT.name}" if os.environ.get("STEER_NB_OUT") else "a temporary folder (OUT)")
-
-
-def table(header, rows):
-    """Show rows as a markdown table."""
-    def cell(value):
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
+# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers
+# (each STEER_NB_<NAME> in the environment overrides one). Files go under $STEER_NB_OUT/<notebook>.
+nb = setup("01_find_language_neurons",
+           max_stats=24,  # paragraphs per language for the statistics
+           max_length=128,  # tokens per paragraph, at most
+           languages=[])  # language codes; empty: all
+MAX_STATS, MAX_LENGTH, LANGUAGES, OUT = nb.max_stats, nb.max_length, nb.languages, nb.out
 
 
 # %% [markdown]

@@ -22,49 +22,37 @@
 # Δ = log-PPL(deactivated) − log-PPL(unsteered), in nats per token. The `eval` split is parallel
 # (the same paragraphs in every language), so columns differ by language, not by content.
 #
-# A control row deactivates, for each column language, a random set with as many neurons in each
-# layer as that language's own set (`NeuronSet.random_like`): the diagonal should beat it.
+# `steer.bench.delta_ppl_matrix` does all of it, the same function `steer bench` and `steer demo`
+# run. Its control deactivates, for each row, random neurons with as many in each layer as the row
+# language's own set (`NeuronSet.random_like`, several seeds) and scores the row's own language:
+# the diagonal should beat it.
 
 # %%
-import json
-import os
-import tempfile
-import time
 import warnings
-from pathlib import Path
 
-import matplotlib.pyplot as plt
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets, warned when steer loads
+
+import json
+import time
+
 import numpy as np
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 import steer
-from steer.bench import perplexity
+from steer.bench.delta_ppl import delta_ppl_matrix
+from steer.bench.plots import plot_delta_ppl
+from steer.notebook import setup, table
 
-# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers.
-MAX_STATS = int(os.environ.get("STEER_NB_MAX_STATS", 24))  # paragraphs per language for the statistics
-MAX_LENGTH = int(os.environ.get("STEER_NB_MAX_LENGTH", 128))  # tokens per paragraph, at most
-LANGUAGES = [code for code in os.environ.get("STEER_NB_LANGUAGES", "").split(",") if code]  # empty: all
-N_EVAL = int(os.environ.get("STEER_NB_N_EVAL", 2))  # held-out paragraphs scored per language
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (read when transformers loads)
-
-# Everything this notebook writes goes under $STEER_NB_OUT (default: a fresh temporary folder, kept in OUT).
-OUT = Path(os.environ.get("STEER_NB_OUT") or tempfile.mkdtemp(prefix="steer-nb-")) / "02_ablate_and_delta_ppl"
-OUT.mkdir(parents=True, exist_ok=True)
-print(f"steer {steer.__version__}; files go to",
-      f"$STEER_NB_OUT/{OUT.name}" if os.environ.get("STEER_NB_OUT") else "a temporary folder (OUT)")
-
-
-def table(header, rows):
-    """Show rows as a markdown table."""
-    def cell(value):
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
-
+# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers
+# (each STEER_NB_<NAME> in the environment overrides one). Files go under $STEER_NB_OUT/<notebook>.
+nb = setup("02_ablate_and_delta_ppl",
+           max_stats=24,  # paragraphs per language for the statistics
+           max_length=128,  # tokens per paragraph, at most
+           languages=[],  # language codes; empty: all
+           n_eval=2,  # held-out paragraphs scored per language
+           n_random=3)  # random control seeds per row
+MAX_STATS, MAX_LENGTH, LANGUAGES, N_EVAL, N_RANDOM, OUT = (nb.max_stats, nb.max_length, nb.languages, nb.n_eval,
+                                                          nb.n_random, nb.out)
 
 # %% [markdown]
 # ## Neurons
@@ -84,86 +72,48 @@ print(f"{sum(neurons.counts_by_sharing().values())} language neurons (zhang2025,
       f" from {int(stats.tokens.sum())} tokens in {time.perf_counter() - started:.0f} s")
 
 # %% [markdown]
-# ## Baseline perplexity
+# ## The matrix
 #
-# `steer.bench.perplexity` scores every token after the first (pads masked), under whatever
-# intervention is active around the call; `log_ppl` pools the tokens of all texts.
-
-# %%
-languages = corpus.languages
-eval_texts = {lang: corpus.eval[lang] for lang in languages}
-
-
-def log_ppl(lang):
-    """Pooled log-perplexity of `lang`'s eval paragraphs, under the interventions active now."""
-    return perplexity(model, eval_texts[lang], max_length=MAX_LENGTH)["log_ppl"]
-
-
-baseline = {lang: log_ppl(lang) for lang in languages}
-table(["language", "eval texts", "log-PPL", "PPL"],
-      [[lang, len(eval_texts[lang]), baseline[lang], float(np.exp(baseline[lang]))] for lang in languages])
-
-# %% [markdown]
-# ## Deactivate each language's neurons
-#
-# `neurons[lang]` is one language's specific and related neurons; inside the `with` block they are
-# 0 at every position, and the hooks are gone when it ends. A language without neurons gets an
-# empty (NaN) row.
+# `delta_ppl_matrix(model, neurons, eval_texts)` scores the unsteered baseline, then each row with
+# that language's specific and related neurons off (`steer.deactivate`, inside a `with` block: the
+# hooks are gone when it ends), then the random control. A language without neurons gets an empty
+# row. `steer.bench.perplexity` scores every token after the first (pads masked); `log_ppl` pools
+# the tokens of a language's texts.
 
 # %%
 started = time.perf_counter()
-delta = np.full((len(languages), len(languages)), np.nan)
-for i, row in enumerate(languages):
-    if neurons[row].is_empty():
-        print(f"{row}: no neurons at this size, row left empty")
-        continue
-    with steer.deactivate(model, neurons[row]):
-        for j, column in enumerate(languages):
-            delta[i, j] = log_ppl(column) - baseline[column]
-
-random_set = neurons.random_like(seed=0)
-control = np.full(len(languages), np.nan)
-for j, column in enumerate(languages):
-    if not random_set[column].is_empty():
-        with steer.deactivate(model, random_set[column]):
-            control[j] = log_ppl(column) - baseline[column]
-print(f"{len(languages) + 1} rows in {time.perf_counter() - started:.0f} s")
+languages = corpus.languages
+eval_texts = {lang: corpus.eval[lang] for lang in languages}
+result = delta_ppl_matrix(model, neurons, eval_texts, n_random=N_RANDOM, random_columns="diagonal",
+                          max_length=MAX_LENGTH, progress=False)
+entry = result["variants"]["specific+related"]
+print(f"{len(languages)} rows × {len(languages)} columns and {N_RANDOM} random seeds per row "
+      f"in {time.perf_counter() - started:.0f} s; empty rows: {entry['empty_rows'] or 'none'}")
+baseline = {lang: result["baseline"][lang]["log_ppl"] for lang in languages}
+table(["language", "eval texts", "log-PPL", "PPL", "neurons off"],
+      [[lang, len(eval_texts[lang]), baseline[lang], float(np.exp(baseline[lang])), entry["n_neurons"][lang]]
+       for lang in languages])
 
 # %%
-rows = [f"{lang} off" for lang in languages] + ["random (own size)"]
-matrix = np.vstack([delta, control])
-limit = np.nanmax(np.abs(matrix)) if np.isfinite(matrix).any() else 1.0
-fig, ax = plt.subplots(figsize=(0.7 * len(languages) + 2.5, 0.6 * len(rows) + 1.5))
-image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
-ax.set_xticks(range(len(languages)), languages)
-ax.set_yticks(range(len(rows)), rows)
-ax.set_xlabel("evaluated language")
-ax.axhline(len(languages) - 0.5, color="black", linewidth=1)
-for i in range(len(rows)):
-    for j in range(len(languages)):
-        if np.isfinite(matrix[i, j]):
-            ax.text(j, i, f"{matrix[i, j]:+.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(matrix[i, j]) > 0.6 * limit else "black")
-ax.set_title("Δ log-PPL (nats/token) when a language's neurons are off")
-fig.colorbar(image, ax=ax, shrink=0.8)
-fig.tight_layout()
-fig.savefig(OUT / "delta_ppl.png", dpi=100)
-plt.show()
+plot_delta_ppl(result, OUT / "delta_ppl.png")
+display(Image(filename=str(OUT / "delta_ppl.png")))
 
 # %% [markdown]
 # ## What the numbers say
 #
-# The sentence below is computed from the matrix: the diagonal (a language's own neurons off, its
-# own text scored) against the off-diagonal and against the random control.
+# The sentence below is computed from the result's summary: the diagonal (a language's own neurons
+# off, its own text scored) against the off-diagonal and against the random control on the diagonal.
 
 # %%
-diagonal = np.nanmean(np.diag(delta)) if np.isfinite(np.diag(delta)).any() else float("nan")
-off_diagonal = np.nanmean(delta[~np.eye(len(languages), dtype=bool)]) if len(languages) > 1 else float("nan")
-random_mean = np.nanmean(control) if np.isfinite(control).any() else float("nan")
+summary = entry["summary"]
+diagonal, off_diagonal = summary["diagonal_mean_delta_logppl"], summary["offdiagonal_mean_delta_logppl"]
+random_mean = summary.get("random_control_diagonal_mean_delta_logppl")
+nan = float("nan")
+diagonal, off_diagonal, random_mean = (nan if v is None else v for v in (diagonal, off_diagonal, random_mean))
 selective = diagonal > off_diagonal and diagonal > random_mean
 text = (f"Switching off a language's own neurons changes its log-PPL by {diagonal:+.3f} nats/token on average "
-        f"(diagonal), other languages' by {off_diagonal:+.3f} (off-diagonal), and a random set of the same size "
-        f"by {random_mean:+.3f}. ")
+        f"(diagonal), other languages' by {off_diagonal:+.3f} (off-diagonal), and random neurons with the same "
+        f"per-layer counts by {random_mean:+.3f} ({N_RANDOM} seeds). ")
 if selective:
     text += (f"The diagonal is {diagonal / off_diagonal:.1f}× the off-diagonal: the sets are language-selective, "
              "as the papers report." if off_diagonal > 0 else
@@ -173,13 +123,10 @@ else:
              "(STEER_NB_MAX_STATS) and score more paragraphs (STEER_NB_N_EVAL) before reading anything into it.")
 display(Markdown(text))
 
-result = {
-    "languages": languages, "baseline_log_ppl": baseline, "delta": delta.tolist(), "random_control": control.tolist(),
-    "diagonal_mean": diagonal, "off_diagonal_mean": off_diagonal, "random_mean": random_mean, "summary": text,
-}
-(OUT / "delta_ppl.json").write_text(json.dumps(result, indent=2, default=lambda x: None))
+(OUT / "delta_ppl.json").write_text(json.dumps({**result, "text": text}, indent=2))
 print("wrote delta_ppl.json")
 
 # %% [markdown]
-# For the full benchmark (variants specific / specific+related / +general, several random seeds
-# per cell, resumable) use `steer.bench.delta_ppl_matrix` or `steer bench`.
+# For the other variants (specific only, or with the general neurons), a random control on every
+# cell, resuming after an interruption and a report, give `delta_ppl_matrix` more arguments
+# (`variants=`, `random_columns="all"`, `checkpoint=`) or run `steer bench` with a `[bench.delta_ppl]` section.

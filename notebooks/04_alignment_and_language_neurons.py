@@ -39,11 +39,11 @@
 # ```
 
 # %%
-import os
-import tempfile
-import time
 import warnings
-from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets, warned when steer loads
+
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,30 +52,15 @@ from IPython.display import Markdown, display
 import steer
 from steer.align import AlignConfig, align, read_align_info
 from steer.bench import compare_markdown, compare_neuron_sets
+from steer.bench.alignment import alignment_claims, alignment_markdown
+from steer.notebook import setup, table
 from steer.testing import tiny_model_dir
 
-STEPS = int(os.environ.get("STEER_NB_ALIGN_STEPS", 20))  # alignment steps
+# Files go under $STEER_NB_OUT/<notebook>; STEER_NB_ALIGN_STEPS overrides the number of steps.
+nb = setup("04_alignment_and_language_neurons", align_steps=20)
+STEPS, OUT = nb.align_steps, nb.out
 TRAIN = ["de", "fr"]  # languages the alignment trains on
 TOP_RATE = 0.05  # 5% of 512 neurons: the tiny model has few
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (read when transformers loads)
-
-# Everything this notebook writes goes under $STEER_NB_OUT (default: a fresh temporary folder, kept in OUT).
-OUT = Path(os.environ.get("STEER_NB_OUT") or tempfile.mkdtemp(prefix="steer-nb-")) / "04_alignment_and_language_neurons"
-OUT.mkdir(parents=True, exist_ok=True)
-print(f"steer {steer.__version__}; files go to",
-      f"$STEER_NB_OUT/{OUT.name}" if os.environ.get("STEER_NB_OUT") else "a temporary folder (OUT)")
-
-
-def table(header, rows):
-    """Show rows as a markdown table."""
-    def cell(value):
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
 
 
 # %% [markdown]
@@ -209,5 +194,18 @@ groups = result["trained_vs_untrained"]
 table(["group", "languages", "Δ specific per language", "Δ related per language"],
       [[group, ", ".join(groups[group]), groups["specific"][group]["mean_change_per_language"],
         groups["related"][group]["mean_change_per_language"]] for group in ("trained", "untrained")])
-print("untrained languages follow the trained ones:", groups["untrained_follow_trained"],
+follow = {True: "yes", False: "no, they move the opposite way", None: "not shown"}[groups["untrained_follow_trained"]]
+print(f"untrained languages follow the trained ones beyond the resampling noise: {follow}",
       "(a smoke test at this size: random weights, a dozen sentences)")
+
+# %% [markdown]
+# ## Do Zhang et al.'s claims hold here?
+#
+# `alignment_claims` decides each claim against resampling noise: a change counts only when its 95%
+# interval (2,000 resamples of the neurons) lies wholly on one side of zero, and is "not shown"
+# otherwise. `steer compare ... --base-model M --aligned-model DIR` adds the held-out perplexity
+# claim (low-resource languages against the untrained high-resource ones, resampling texts).
+
+# %%
+claims = alignment_claims(result, None, TRAIN, low_resource=[])
+display(Markdown(alignment_markdown(claims, None, TRAIN)))

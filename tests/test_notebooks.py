@@ -149,11 +149,13 @@ def test_01_find_language_neurons(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_02_ablate_and_delta_ppl(tmp_path, monkeypatch):
     out, _ = run_notebook("02_ablate_and_delta_ppl", tmp_path, monkeypatch)
-    result = json.loads((out / "delta_ppl.json").read_text())
+    result = json.loads((out / "delta_ppl.json").read_text())  # delta_ppl_matrix's result, and the sentence
     languages = SMALL["STEER_NB_LANGUAGES"].split(",")
-    assert result["languages"] == languages
-    assert len(result["delta"]) == len(languages) and len(result["random_control"]) == len(languages)
-    assert result["summary"].startswith("Switching off")
+    assert result["benchmark"] == "delta_ppl" and result["rows"] == result["columns"] == languages
+    entry = result["variants"]["specific+related"]
+    assert len(entry["delta_log_ppl"]) == len(languages) and entry["random"]["columns"] == "diagonal"
+    assert entry["random"]["n_seeds"] == 3 and len(entry["random"]["delta_log_ppl_mean"]) == len(languages)
+    assert result["text"].startswith("Switching off")
     assert (out / "delta_ppl.png").is_file()
 
 
