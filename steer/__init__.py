@@ -18,6 +18,8 @@ from steer.identification import identify
 from steer.langid import detect_language
 from steer.models import load_model, model_info
 from steer.neurons import NeuronSet
+from steer.push import LanguagePush
+from steer.push_training import PushTraining, fit_push
 from steer.stats import ActivationStats
 from steer.steering import Intervention, amplify, deactivate, intervene
 
@@ -26,12 +28,15 @@ __all__ = [
     "Corpus",
     "Generation",
     "Intervention",
+    "LanguagePush",
     "NeuronSet",
+    "PushTraining",
     "__version__",
     "amplify",
     "collect",
     "deactivate",
     "detect_language",
+    "fit_push",
     "generate",
     "identify",
     "intervene",

@@ -168,28 +168,34 @@ def cmd_generate(args) -> None:
     from steer.languages import normalise_code
 
     if args.out is not None:  # before generating
-        prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, _local(args.model)])
+        prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, args.push, _local(args.model)])
     if args.force_language is not None:
         args.force_language = normalise_code(args.force_language, what="--force-language")
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
+    push = steer.LanguagePush.load(args.push) if args.push else None
+    if push is not None and args.force_language is None:
+        args.force_language = push.target
     suppress = args.suppress if args.suppress in SUPPRESS else _languages(args.suppress, "--suppress")
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
                         strength=args.strength, suppress=suppress, steps=args.steps, phase=args.phase,
-                        max_new_tokens=args.max_new_tokens)  # before the model
+                        max_new_tokens=args.max_new_tokens, push=push)  # before the model
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
     if stats is not None:
         stats.check_model(model)
+    if push is not None:
+        push.check_model(model, what=f"language push '{args.push}'")
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
                              mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
-                             steps=args.steps,
+                             steps=args.steps, push=push,
                              repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                              **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
-    languages = neurons.languages if neurons is not None else stats.languages if stats is not None else None
+    languages = neurons.languages if neurons is not None else stats.languages if stats is not None else \
+        [push.target, *push.meta.get("sources", [])] if push is not None else None
     plain = steer.generate(model, args.prompts, candidates=languages, **same_decoding,
                            **common)
     for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,
@@ -202,6 +208,37 @@ def cmd_generate(args) -> None:
 
         write_json_atomic(Path(args.out) / "generations.json",
                           {**file_header(model), "steered": steered.to_dict(), "unsteered": plain.to_dict()})
+
+
+def cmd_fit_push(args) -> None:
+    import steer
+    from steer._io import prepare_out
+    from steer.languages import normalise_code
+    from steer.push_training import PushTraining, fit_push
+
+    out = prepare_out(args.out, "fit-push", inputs=[args.stats, args.neurons, args.corpus, _local(args.model)])
+    target = normalise_code(args.target, what="--target")
+    training = PushTraining(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, l2=args.l2, kl=args.kl,
+                            prompt=args.prompt, seed=args.seed)
+    training.check()  # before anything is read or loaded
+    sources = _languages(args.sources, "--sources")
+    neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None
+    stats = steer.ActivationStats.load(args.stats) if args.stats else None
+    if neurons is None and stats is None:
+        raise ValueError("give --stats (the default forcing neurons come from them) or --neurons")
+    (neurons if neurons is not None else stats).index(target)
+    corpus = steer.load_corpus(args.corpus)
+    if target not in corpus.languages:
+        raise ValueError(f"--target: the corpus has no language '{target}'; it has {', '.join(corpus.languages)}")
+    model = _load(args)
+    if neurons is not None:
+        neurons.check_model(model, what=f"neuron set '{args.neurons}'")
+    if stats is not None:
+        stats.check_model(model)
+    push = fit_push(model, corpus, target, neurons=neurons, stats=stats, sources=sources, training=training)
+    push.save(out)
+    print(f"push for {target}: {len(push)} neurons, validation loss {push.meta['val_loss_unpushed']:.3f} -> "
+          f"{push.meta['val_loss']:.3f} (step {push.meta['best_step']}, {push.meta['seconds']:.0f} s) -> {out}")
 
 
 def cmd_bench(args) -> None:
@@ -341,8 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=positive_int, default=32)
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--push", help="a language push folder (steer fit-push): its learned offsets force "
+                          "its target instead of --mode's push")
     generate.add_argument("--out")
     generate.set_defaults(func=cmd_generate)
+
+    fit = sub.add_parser("fit-push", help="learn per-neuron offsets that force a language (a LanguagePush)")
+    _model_options(fit)
+    fit.add_argument("--target", required=True, help="the language to force")
+    fit.add_argument("--stats", help="activation stats: the default forcing neurons come from them")
+    fit.add_argument("--neurons", help="a neuron set whose --target neurons are pushed (default: from --stats)")
+    fit.add_argument("--corpus", default=None, help="a parallel corpus (default: the embedded one); only its stats "
+                     "split is read")
+    fit.add_argument("--sources", help="languages whose openings are continued (default: all others)")
+    fit.add_argument("--steps", type=positive_int, default=60, help="most training steps (early stopping)")
+    fit.add_argument("--batch-size", type=positive_int, default=6)
+    fit.add_argument("--lr", type=positive_float, default=0.05)
+    fit.add_argument("--l2", type=float, default=1e-3)
+    fit.add_argument("--kl", type=float, default=0.0, help="weight of the KL term on the target's own text")
+    fit.add_argument("--prompt", default="prefix", choices=("prefix", "sentence"))
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", required=True)
+    fit.set_defaults(func=cmd_fit_push)
 
     bench = sub.add_parser("bench", help="run the benchmarks a TOML config names")
     config = bench.add_mutually_exclusive_group(required=True)
@@ -391,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--max-pairs", type=positive_int)
     align.add_argument("--checkpoint-every", type=positive_int, default=50)
     align.set_defaults(func=cmd_align)
-    for leaf in (build, collect, identify, ablate, generate, bench, compare, demo, align):
+    for leaf in (build, collect, identify, ablate, generate, fit, bench, compare, demo, align):
         leaf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                           help="on an error, print the traceback too (also STEER_DEBUG=1)")
     return parser

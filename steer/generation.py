@@ -92,20 +92,29 @@ def force_language_interventions(
     """
     if mode not in FORCE_MODES:
         raise ValueError(f"unknown force mode '{mode}'; use one of {', '.join(FORCE_MODES)}")
+    specs = suppression_interventions(neurons, target, suppress, phase=phase, steps=steps)
     steps = forcing_steps(steps)
-    neurons.index(target)
     strength = DEFAULT_STRENGTH[mode] if strength is None else float(strength)
-    others = [lang for lang in (neurons.languages if suppress is None else suppress) if lang != target]
-    specs = []
-    if others:
-        specs.append(Intervention("suppress", languages=others, exclude_languages=[target], phase=phase, steps=steps,
-                                  allow_empty=True))  # all of them shared with the target: nothing to switch off
     if mode == "set":
         specs.append(Intervention("set", languages=[target], target=target, alpha=strength, phase=phase, steps=steps))
     else:
         specs.append(Intervention("add", languages=[target], target=target, alpha=strength,
                                   mode={"add": "additive"}.get(mode, mode), phase=phase, steps=steps))
     return specs
+
+
+def suppression_interventions(neurons: NeuronSet | None, target: str, suppress: Sequence[str] | None, *,
+                              phase: str = "all", steps: int | None = None) -> list[Intervention]:
+    """Deactivate the neurons of `suppress` (None: every other language of `neurons`; []: none), except those
+    the target shares. `steps` as in `force_language_interventions`."""
+    steps = forcing_steps(steps)
+    if neurons is not None:
+        neurons.index(target)
+    others = [lang for lang in (neurons.languages if suppress is None else suppress) if lang != target]
+    if not others:
+        return []
+    return [Intervention("suppress", languages=others, exclude_languages=[target], phase=phase, steps=steps,
+                         allow_empty=True)]  # all of them shared with the target: nothing to switch off
 
 
 SUPPRESS = ("others", "source", "none")
@@ -143,7 +152,7 @@ def _suppression_groups(prompts, neurons: NeuronSet, target: str, suppress) -> l
 def check_generate_args(
     prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
     mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
-    steps: int | None = None, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all",
+    steps: int | None = None, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all", push=None,
 ) -> list[str]:
     """The checks `generate` makes before anything runs (they need no model, so the command line calls this
     once it has read the files, before it loads one); returns the prompts as a list."""
@@ -161,6 +170,9 @@ def check_generate_args(
                              f"force_language (--force-language); give a target language or leave "
                              f"{'them' if len(given) > 1 else 'it'} out")
         return prompts
+    if push is not None:
+        return _check_push_args(prompts, push, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
+                                strength=strength, suppress=suppress, steps=steps)
     if stats is None:
         raise ValueError("force_language needs stats (steer.collect; --stats) and, optionally, neurons "
                          "(default: steer.generation.forcing_neurons(stats))")
@@ -176,6 +188,27 @@ def check_generate_args(
     stats.index(force_language)
     if mode == "std":
         stats.stds()  # stats without sq_sums are refused here, not at the first forward
+    return prompts
+
+
+def _check_push_args(prompts, push, *, neurons, stats, force_language, mode, strength, suppress, steps) -> list[str]:
+    """What forcing with a learned push allows: its own target, no mode (the offsets are the push), strength
+    as a scale of the offsets, and a suppression only with the neurons (or stats) it needs."""
+    if force_language != push.target:
+        raise ValueError(f"the push was fitted for '{push.target}', not '{force_language}'; fit one for "
+                         f"'{force_language}' or leave force_language out")
+    if mode is not None:
+        raise ValueError("mode does not apply with a learned push (its offsets are the push); leave it out")
+    forcing_steps(steps)
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                 or not math.isfinite(strength)):
+        raise ValueError(f"strength must be a finite number (a push's scale), got {strength!r}")
+    if suppress != "none":
+        if neurons is None and stats is None:
+            raise ValueError(f"suppress {suppress!r} needs neurons or stats (whose languages to switch off)")
+        named = [] if isinstance(suppress, str) else list(suppress)
+        for lang in [force_language, *named]:
+            (neurons if neurons is not None else stats).index(lang)
     return prompts
 
 
@@ -205,6 +238,7 @@ def generate(
     detect: bool = True,
     candidates: Sequence[str] | None = None,
     return_logits: bool = False,
+    push=None,
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
@@ -220,11 +254,13 @@ def generate(
     tell). `mode` (default `DEFAULT_FORCE_MODE`), `strength` (default `DEFAULT_STRENGTH[mode]`) and
     `steps` apply to `force_language` only; giving them without it is an error.
     """
+    if push is not None and force_language is None:
+        force_language = push.target
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, phase=phase)
+                                  batch_size=batch_size, phase=phase, push=push)
     mode = DEFAULT_FORCE_MODE if mode is None else mode
-    if force_language is not None and neurons is None:
+    if force_language is not None and neurons is None and (push is None or suppress != "none"):
         neurons = forcing_neurons(stats)
     if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
         controls = forcing_decoding(repetition_penalty, no_repeat_ngram_size)
@@ -236,9 +272,16 @@ def generate(
     groups: list[tuple[list[int], Steering | None]] = []
     if force_language is not None:
         for rows, suppressed in _suppression_groups(prompts, neurons, force_language, suppress):
-            specs = list(interventions) + force_language_interventions(
-                neurons, force_language, mode=mode, strength=strength, suppress=suppressed, phase=phase, steps=steps)
-            groups.append((rows, Steering(model, specs, neurons, stats)))  # every group validated before any forward
+            if push is None:
+                specs = list(interventions) + force_language_interventions(
+                    neurons, force_language, mode=mode, strength=strength, suppress=suppressed, phase=phase, steps=steps)
+                pushes = []
+            else:  # the learned offsets replace the mode's push; a suppression still switches others off
+                specs = list(interventions) + suppression_interventions(neurons, force_language, suppressed, phase=phase,
+                                                                        steps=steps)
+                pushes = [push.applied(scale=1.0 if strength is None else float(strength), phase=phase,
+                                       steps=forcing_steps(steps))]
+            groups.append((rows, Steering(model, specs, neurons, stats, pushes)))  # all validated before any forward
     else:
         groups.append((list(range(len(prompts))), Steering(model, interventions, neurons, stats) if interventions else None))
     decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=do_sample,
@@ -253,13 +296,18 @@ def generate(
             texts[i], logits[i] = text, row_logits
     if candidates is None and neurons is not None:
         candidates = neurons.languages
+    elif candidates is None and push is not None:
+        candidates = [push.target, *push.meta.get("sources", [])]
     languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)
     settings = {
         "max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature, "top_p": top_p,
         "repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
         "seed": seed, "use_cache": use_cache, "force_language": force_language,
-        "mode": mode if force_language else None,
-        "strength": (DEFAULT_STRENGTH[mode] if strength is None else strength) if force_language else None,
+        "mode": ("learned push" if push is not None else mode) if force_language else None,
+        "strength": ((1.0 if push is not None else DEFAULT_STRENGTH[mode]) if strength is None else strength)
+        if force_language else None,
+        "push": None if push is None else {"target": push.target, "neurons": len(push), **{
+            key: push.meta.get(key) for key in ("neurons", "corpus", "training", "val_loss")}},
         "suppress": (suppress if isinstance(suppress, str) else list(suppress)) if force_language else None,
         "phase": phase if force_language else None,
         "steps": forcing_steps(steps) if force_language else None,  # None: every step

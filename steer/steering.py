@@ -164,13 +164,19 @@ class _Phase:
 
 
 class Steering:
-    """Interventions bound to a model. Use as a context manager, or `apply()` + `remove()` in finally."""
+    """Interventions (and learned pushes, `steer.push.AppliedPush`) bound to a model. Use as a context manager,
+    or `apply()` + `remove()` in finally."""
 
-    def __init__(self, model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats=None):
+    def __init__(self, model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats=None,
+                 pushes: Sequence = ()):
         self.model = model
         self.interventions = list(interventions)
+        self.pushes = list(pushes)
         self.phase = _Phase()
-        self.layer_ops = _bind(model, self.interventions, neurons, stats)
+        self.layer_ops = _bind(model, self.interventions, neurons, stats, self.pushes)
+        for layer, op in _bind_pushes(model, self.pushes):
+            self.layer_ops.setdefault(layer, []).append(op)
+        self.layer_ops = dict(sorted(self.layer_ops.items()))
         self._stack: contextlib.ExitStack | None = None
 
     def hooks(self):
@@ -249,9 +255,29 @@ def _apply(x: Tensor, layer_op: _LayerOp) -> None:
         x.index_add_(-1, index, values.to(x.dtype).expand(*x.shape[:-1], -1))
 
 
-def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats) -> dict[int, list[_LayerOp]]:
+def _bind_pushes(model, pushes) -> list[tuple[int, _LayerOp]]:
+    """Each learned push as per-layer add ops (its offsets × scale), after checking it was fitted on `model`."""
+    ops = []
+    for applied in pushes:
+        if applied.phase not in PHASES:
+            raise ValueError(f"unknown phase '{applied.phase}'; use one of {', '.join(PHASES)}")
+        if applied.steps is not None and (isinstance(applied.steps, bool) or not isinstance(applied.steps, int)
+                                          or applied.steps < 1):
+            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {applied.steps!r}")
+        applied.push.check_model(model)
+        for layer, (index, offsets) in applied.push.per_layer().items():
+            device = layer_device(model, layer)
+            ops.append((layer, _LayerOp("add", index.to(device), (applied.scale * offsets).to(device), applied.phase,
+                                        applied.steps)))
+    return ops
+
+
+def _bind(model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats,
+          pushes: Sequence = ()) -> dict[int, list[_LayerOp]]:
     """Resolve every intervention to per-layer (op, indices, values), validating all before any forward."""
     if not interventions:
+        if pushes:
+            return {}
         raise ValueError("no interventions given")
     if neurons is None:
         raise ValueError("interventions need a NeuronSet (steer.identify or NeuronSet.load)")
@@ -305,9 +331,11 @@ def _nothing_selected(spec: Intervention, neurons: NeuronSet) -> str:
             f"{where} for {languages}{but}; choose another language or class, or identify neurons with a larger top_rate")
 
 
-def intervene(model, *interventions: Intervention, neurons: NeuronSet, stats=None) -> Steering:
-    """Bind interventions to a model: `with steer.intervene(model, spec, neurons=ns): ...`."""
-    return Steering(model, interventions, neurons, stats)
+def intervene(model, *interventions: Intervention, neurons: NeuronSet | None = None, stats=None,
+              pushes: Sequence = ()) -> Steering:
+    """Bind interventions to a model: `with steer.intervene(model, spec, neurons=ns): ...`; learned pushes
+    (`push.applied(...)`) go in `pushes` and need no neuron set."""
+    return Steering(model, interventions, neurons, stats, pushes)
 
 
 def deactivate(model, neurons: NeuronSet, *, value: float = 0.0, phase: str = "all", classes=CLASSES) -> Steering:

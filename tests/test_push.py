@@ -1,0 +1,181 @@
+"""The learned language push: fitting on a tiny model, the file, generation under it, its refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steer
+from steer.cli import main
+from steer.hooks import hook_count
+from steer.models import model_info
+from steer.push import LanguagePush
+from steer.push_training import IGNORE, PushTraining, _continuation_loss, _encode, fit_push, training_pairs
+
+from conftest import TEXTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = PushTraining(max_steps=24, batch_size=4, lr=0.2, eval_every=4, patience=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def parallel():
+    """TEXTS are translations of each other: a parallel corpus (three copies, so there are paragraphs to hold out)."""
+    stats = {lang: lines * 3 for lang, lines in TEXTS.items()}
+    return steer.Corpus(languages=list(TEXTS), stats=stats, eval={lang: lines[:2] for lang, lines in TEXTS.items()},
+                        ids={}, source="test-parallel", parallel=True)
+
+
+@pytest.fixture(scope="module")
+def push_neurons(tiny, parallel):
+    return steer.identify(steer.collect(tiny, parallel, batch_size=4, progress=False), method="specificity",
+                          n_per_language=24)
+
+
+@pytest.fixture(scope="module")
+def de_push(tiny, parallel, push_neurons):
+    return fit_push(tiny, parallel, "de", neurons=push_neurons, training=FAST, progress=False)
+
+
+def _held_out_loss(model, corpus, push=None) -> float:
+    """Cross-entropy of the German continuations of the held-out paragraphs after English/Japanese openings."""
+    held = steer.Corpus(languages=corpus.languages, stats=corpus.eval, eval=corpus.eval, ids={}, source="x",
+                        parallel=True)
+    pairs = training_pairs(held, "de", ["en", "ja"])
+    ids, attention, labels = _encode(model.tokenizer, pairs, 96, spaced=True)
+    with torch.no_grad():
+        if push is None:
+            logits = model.original_model(input_ids=ids, attention_mask=attention).logits
+        else:
+            with steer.intervene(model, pushes=[push.applied()]):
+                logits = model.original_model(input_ids=ids, attention_mask=attention).logits
+    return float(_continuation_loss(logits, labels))
+
+
+def test_a_fitted_push_makes_held_out_target_text_more_likely(tiny, parallel, de_push):
+    """Trained on the stats split only, the push lowers the loss of German continuations of held-out paragraphs."""
+    curve = de_push.meta["curve"]
+    assert curve and de_push.meta["val_loss"] < de_push.meta["val_loss_unpushed"]
+    assert _held_out_loss(tiny, parallel, de_push) < _held_out_loss(tiny, parallel) - 0.01
+    assert de_push.target == "de" and len(de_push) == de_push.meta["neurons"]["count"]
+
+
+def test_fitting_changes_only_the_offsets_and_is_a_function_of_its_seed(tiny, parallel, push_neurons, de_push):
+    before = model_info(tiny).weights_hash
+    hooks = hook_count(tiny)
+    flags = [p.requires_grad for p in tiny.original_model.parameters()]
+    again = fit_push(tiny, parallel, "de", neurons=push_neurons, training=FAST, progress=False)
+    assert torch.equal(again.offsets, de_push.offsets)
+    other = fit_push(tiny, parallel, "de", neurons=push_neurons, progress=False,
+                     training=PushTraining(**{**FAST.__dict__, "seed": 1}))
+    assert not torch.equal(other.offsets, de_push.offsets)
+    assert steer.models.weights_hash(tiny.original_model) == before
+    assert [p.requires_grad for p in tiny.original_model.parameters()] == flags  # the model is left as it was
+    assert hook_count(tiny) == hooks
+
+
+def test_the_push_acts_on_its_neurons_only(tiny, de_push):
+    """Under the push the down_proj input changes by exactly the offsets at the pushed (layer, neuron)s."""
+    layer, (index, offsets) = next(iter(de_push.per_layer().items()))
+    site = model_info(tiny).site
+    seen = {}
+
+    def grab(name):
+        def hook(activation):
+            seen[name] = activation.detach().clone()
+
+        return hook
+
+    ids = tiny.tokenizer("Öffnen Sie die Datei.", return_tensors="pt")["input_ids"]
+    with steer.hooks.attached(tiny, [(site.down_input_hook(layer), grab("base"))]), torch.no_grad():
+        tiny.original_model(input_ids=ids)
+    with steer.intervene(tiny, pushes=[de_push.applied(scale=2.0)]):
+        with steer.hooks.attached(tiny, [(site.down_input_hook(layer), grab("pushed"))]), torch.no_grad():
+            tiny.original_model(input_ids=ids)
+    delta = seen["pushed"] - seen["base"]
+    torch.testing.assert_close(delta[..., index], (2.0 * offsets).expand_as(delta[..., index]))
+    others = torch.ones(delta.shape[-1], dtype=torch.bool)
+    others[index] = False
+    assert torch.equal(delta[..., others], torch.zeros_like(delta[..., others]))
+
+
+def test_the_file_round_trips_and_is_refused_for_another_model(tiny, tiny_llama, de_push, tmp_path):
+    folder = de_push.save(tmp_path / "push_de")
+    loaded = LanguagePush.load(folder, model=tiny)
+    assert torch.equal(loaded.offsets, de_push.offsets) and torch.equal(loaded.neurons, de_push.neurons)
+    assert loaded.meta["corpus"]["fingerprint"] == de_push.meta["corpus"]["fingerprint"]
+    assert loaded.meta["training"]["lr"] == FAST.lr and loaded.meta["model"]["weights_hash"]
+    with pytest.raises(ValueError, match="is for a model with 4 layers .* but '.*' has 3"):
+        LanguagePush.load(folder, model=tiny_llama)
+    with pytest.raises(ValueError, match="is for a model with"):
+        steer.generate(tiny_llama, "Hello", push=loaded, max_new_tokens=2)
+    (folder / "push.safetensors").write_bytes((folder / "push.safetensors").read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"cannot read '.*push\.safetensors' .*damaged: fit the push again"):
+        LanguagePush.load(folder)
+
+
+def test_generate_with_a_push_is_the_same_with_and_without_cache_and_batching(tiny, de_push):
+    prompts = ["The cat sits on the", "Diese Funktion gibt die", "この関数は値の"]
+    kwargs = dict(max_new_tokens=4, return_logits=True, detect=False, steps=0)
+    cached = steer.generate(tiny, prompts, push=de_push, **kwargs)
+    uncached = steer.generate(tiny, prompts, push=de_push, use_cache=False, batch_size=1, **kwargs)
+    assert cached.texts == uncached.texts
+    for a, b in zip(cached.logits, uncached.logits):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    plain = steer.generate(tiny, prompts, max_new_tokens=4, return_logits=True, detect=False)
+    assert any(not torch.allclose(a[0], b[0], atol=1e-4) for a, b in zip(cached.logits, plain.logits))
+    assert cached.settings["mode"] == "learned push" and cached.settings["push"]["target"] == "de"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(force_language="ja"), r"the push was fitted for 'de', not 'ja'"),
+    (dict(mode="diffmean"), r"mode does not apply with a learned push"),
+    (dict(strength=float("nan")), r"strength must be a finite number"),
+    (dict(suppress="others"), r"suppress 'others' needs neurons or stats"),
+])
+def test_generate_with_a_push_refuses_what_does_not_apply(tiny, de_push, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        steer.generate(tiny, "Hello", push=de_push, max_new_tokens=2, **kwargs)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(max_steps=0), r"max_steps must be a whole number of at least 1"),
+    (dict(lr=0.0), r"lr must be a finite number above 0"),
+    (dict(l2=float("nan")), r"l2 must be a finite number of at least 0"),
+    (dict(prompt="question"), r"unknown prompt kind 'question'"),
+    (dict(val_fraction=1.0), r"val_fraction must be in \(0, 1\)"),
+])
+def test_training_settings_are_checked_before_any_work(tiny, parallel, push_neurons, change, message):
+    with pytest.raises(ValueError, match=message):
+        fit_push(tiny, parallel, "de", neurons=push_neurons, training=PushTraining(**change), progress=False)
+
+
+def test_fitting_needs_a_parallel_corpus_and_a_known_target(tiny, tiny_corpus, parallel, push_neurons):
+    with pytest.raises(ValueError, match="needs a parallel corpus"):
+        fit_push(tiny, tiny_corpus, "de", neurons=push_neurons, training=FAST, progress=False)
+    with pytest.raises(ValueError, match="the corpus has no language 'fr'"):
+        fit_push(tiny, parallel, "fr", neurons=push_neurons, training=FAST, progress=False)
+
+
+def test_pairs_come_from_the_stats_split_and_label_only_the_continuation(tiny, parallel):
+    pairs = training_pairs(parallel, "de", ["en"])
+    assert {pair.continuation for pair in pairs} <= {" ".join(t.split()[8:]) for t in parallel.stats["de"]}
+    assert all(pair.prompt == " ".join(parallel.stats["en"][pair.paragraph].split()[:8]) for pair in pairs)
+    ids, attention, labels = _encode(tiny.tokenizer, pairs[:2], 96, spaced=True)
+    prompt_len = len(tiny.tokenizer(pairs[0].prompt)["input_ids"])
+    assert (labels[0, :prompt_len] == IGNORE).all() and (labels[0, prompt_len:][attention[0, prompt_len:] == 1] != IGNORE).all()
+
+
+def test_cli_fit_push_then_generate_with_it(tiny_dir, parallel, push_neurons, tmp_path, capsys):
+    corpus = parallel.save(tmp_path / "corpus")
+    push_neurons.save(tmp_path / "neurons.json")
+    argv = ["fit-push", "--model", str(tiny_dir), "--corpus", str(corpus), "--neurons", str(tmp_path / "neurons.json"),
+            "--target", "DE", "--steps", "8", "--out", str(tmp_path / "push")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "push for de:" in capsys.readouterr().out
+    assert main(["generate", "The cat sits on the", "--model", str(tiny_dir), "--push", str(tmp_path / "push"),
+                 "--max-new-tokens", "3"]) == 0, capsys.readouterr().err
+    assert "forced de" in capsys.readouterr().out
+    assert main([*argv[:-1], str(tmp_path / "corpus")]) == 2  # the output may not overlap an input
+    assert "is the input" in capsys.readouterr().err
