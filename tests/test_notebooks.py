@@ -138,6 +138,26 @@ def test_notebook_pair_in_sync(name):
         assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
+# 03 keeps its own first cell while its forced-language rework is under way; add it here once it calls setup().
+USES_SETUP = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "04_alignment_and_language_neurons"]
+
+
+@pytest.mark.parametrize("name", USES_SETUP)
+def test_notebook_first_cell_is_the_library_setup(name):
+    source = jupytext.read(NOTEBOOKS / f"{name}.py")
+    first = next(cell.source for cell in source.cells if cell.cell_type == "code")
+    assert f'setup("{name}"' in first, f"{name}: the first code cell should call steer.notebook.setup"
+    assert "tempfile" not in first and "def table" not in first, f"{name} repeats the setup helper's code"
+
+
+def test_02_computes_the_matrix_with_the_library():
+    code = "\n".join(cell.source for cell in jupytext.read(NOTEBOOKS / "02_ablate_and_delta_ppl.py").cells
+                     if cell.cell_type == "code")
+    assert "delta_ppl_matrix(" in code
+    for own in ("random_like", "steer.deactivate", "perplexity("):  # no second ΔPPL or control of its own
+        assert own not in code, f"notebook 02 computes {own} itself instead of calling delta_ppl_matrix"
+
+
 @pytest.mark.integration
 def test_01_find_language_neurons(tmp_path, monkeypatch):
     out, _ = run_notebook("01_find_language_neurons", tmp_path, monkeypatch)
