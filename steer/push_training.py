@@ -47,13 +47,14 @@ class PushTraining:
     prompt: str = "prefix"  # "prefix" (the first words) or "sentence" (the first sentence) of the source paragraph
     prompt_words: int = 8
     max_length: int = 96  # tokens per pair, prompt included
-    val_fraction: float = 0.15  # of the paragraphs, held out for early stopping
+    val_fraction: float = 0.15  # of the paragraphs, held out for early stopping ...
+    val_pairs: int = 48  # ... of whose pairs this many (drawn once, with the seed) measure the validation loss
     eval_every: int = 10
     patience: int = 2
     seed: int = 0
 
     def check(self) -> None:
-        for name in ("max_steps", "batch_size", "prompt_words", "eval_every", "patience"):
+        for name in ("max_steps", "batch_size", "prompt_words", "eval_every", "patience", "val_pairs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
@@ -168,6 +169,7 @@ def fit_push(
     held = {paragraphs[k] for k in order[:n_val]}
     train = [pair for pair in pairs if pair.paragraph not in held]
     val = [pair for pair in pairs if pair.paragraph in held]
+    val = [val[k] for k in torch.randperm(len(val), generator=generator)[: training.val_pairs].tolist()]
     spaced = " " in " ".join(corpus.stats[target][:20]).strip()
     own_text = [text for i, text in enumerate(corpus.stats[target]) if i not in held][:64] if training.kl > 0 else []
 

@@ -484,6 +484,15 @@ def _bom_texts(e: Env) -> Path:
     return e.tmp / "b"
 
 
+def _corpus_listing(e: Env, languages: list[str]) -> Path:
+    """A copy of the shared corpus folder whose corpus.json lists `languages`."""
+    folder = e.copy("corpus")
+    meta = json.loads((folder / "corpus.json").read_text())
+    meta["languages"] = languages
+    (folder / "corpus.json").write_text(json.dumps(meta))
+    return e.register(folder)
+
+
 def _with_corpus(e: Env, bench: str) -> str:
     """A config on the shared tiny model and text corpus with one benchmark table."""
     return (f'[model]\nname = "{e.tiny_dir}"\n[corpus]\nsource = "{e.s / "texts"}"\n[neurons.z]\nmethod = "zhang2025"\n'
@@ -931,6 +940,8 @@ CASES: list[Case] = [
         None, None, check=lambda e: Corpus.from_jsonl(e.tmp / "c.jsonl").languages == ["en", "de"]),
     fine("codes-textdir-bom-is-not-text", lambda e: setattr(e, "value", Corpus.from_text_dir(_bom_texts(e))),
          check=lambda e: all(not t.startswith("\ufeff") for t in e.value.stats["en"] + e.value.eval["en"])),
+    api("codes-saved-corpus-lists-a-path", lambda e: Corpus.load(_corpus_listing(e, ["en", "../../etc/passwd"])),
+        ValueError, r"corpus at .* is damaged \(.*'\.\./\.\./etc/passwd' is not a language code"),
     cli("codes-cli-collect-bad-language", lambda e: COLLECT(e, "--languages", "en,../x"), r"--languages: '\.\./x' is not a language code"),
     cli("codes-cli-generate-bad-force-language", lambda e: FORCE(e, "--force-language", "d e"), r"--force-language: 'd e' is not a language code"),
     api("codes-stats-bad-code", lambda e: ActivationStats(["en", "ReadMe.md"], torch.zeros(2, 1, 1), torch.ones(2)), ValueError,

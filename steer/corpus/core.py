@@ -189,7 +189,10 @@ class Corpus:
             raise ValueError(f"{meta_path} is not a steer corpus file (format={meta.get('format')!r})")
         if meta.get("format_version", 0) > _FORMAT_VERSION:
             raise ValueError(f"{meta_path} has format version {meta['format_version']}; upgrade steer to read it")
-        languages = list(meta["languages"])
+        try:  # checked before any file name is built from them
+            languages = normalise_codes(meta["languages"], what=f"{meta_path}: languages")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"corpus at {path} is damaged ({error}); rebuild the corpus") from None
         stats: dict[str, list[str]] = {}
         evals: dict[str, list[str]] = {}
         for lang in languages:
