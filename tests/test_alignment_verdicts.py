@@ -121,6 +121,10 @@ def test_spontaneous_alignment_is_judged_on_the_untrained_languages_with_interva
     assert alignment_claims(small, None, ["de"], [])["spontaneous_alignment"]["verdict"] == "not shown"
     text = compare_markdown(small)
     assert "is not shown" in text and "CI" in text
+    every = compare_neuron_sets(a, b, trained=LANGS)  # no untrained language: nothing to follow
+    assert every["trained_vs_untrained"]["specific"]["untrained"] is None
+    assert every["trained_vs_untrained"]["untrained_follow_trained"] is None
+    assert "spontaneous_alignment" not in alignment_claims(every, None, LANGS, [])
 
 
 # ------------------------------------------------------------------ perplexity

@@ -167,8 +167,8 @@ def compare_neuron_sets(a: NeuronSet, b: NeuronSet, trained: Sequence[str] | Non
         table = {"trained": trained, "untrained": untrained}
         for group, langs in groups.items():
             rows = [common.index(lang) for lang in langs]
-            member_a = a.membership[rows].reshape(len(rows), -1)
-            member_b = b.membership[rows].reshape(len(rows), -1)
+            member_a = a.membership[rows].reshape(len(rows), a.n_layers * a.d_mlp)
+            member_b = b.membership[rows].reshape(len(rows), b.n_layers * b.d_mlp)
             for cls, (mask_a, mask_b) in (("specific", (spec_a, spec_b)), ("related", (rel_a, rel_b))):
                 stats[f"{cls}/{group}"] = ((member_a & mask_a).sum(0), (member_b & mask_b).sum(0))
         for cls in ("specific", "related"):
