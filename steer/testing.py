@@ -64,6 +64,20 @@ ARCH_CONFIGS = {
     "smollm3": dict(model_type="smollm3", **_LLAMA_LIKE),
     "gpt2": dict(model_type="gpt2", n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256),
     "bloom": dict(model_type="bloom", hidden_size=32, n_layer=2, n_head=4),  # BLOOM's MLP is always 4 × hidden
+    "gptj": dict(model_type="gptj", n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256, rotary_dim=4),
+    "codegen": dict(model_type="codegen", n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256, n_ctx=256,
+                    rotary_dim=4),
+    "gpt_bigcode": dict(model_type="gpt_bigcode", n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=256),
+    "phi": dict(model_type="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=256),
+    "nemotron": dict(model_type="nemotron", **_LLAMA_LIKE, head_dim=8),  # squared ReLU, plain MLP
+    "apertus": dict(model_type="apertus", **_LLAMA_LIKE),  # xIELU, plain MLP: counted after act_fn
+    "mpt": dict(model_type="mpt", d_model=32, n_layers=2, n_heads=4, expansion_ratio=2, max_seq_len=256),
+    "glm": dict(model_type="glm", **_LLAMA_LIKE, head_dim=8),
+    "exaone4": dict(model_type="exaone4", **_LLAMA_LIKE),
+    "seed_oss": dict(model_type="seed_oss", **_LLAMA_LIKE, head_dim=8),
+    "arcee": dict(model_type="arcee", **_LLAMA_LIKE),  # ReLU², plain MLP
+    "olmo3": dict(model_type="olmo3", **_LLAMA_LIKE),
     "mixtral": dict(model_type="mixtral", **_LLAMA_LIKE, **_MOE, num_local_experts=4),
     "qwen2_moe": dict(model_type="qwen2_moe", **_LLAMA_LIKE, **_MOE, moe_intermediate_size=64,
                       shared_expert_intermediate_size=64, num_experts=4),

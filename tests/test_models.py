@@ -116,8 +116,8 @@ def test_a_bridge_without_an_mlp_is_refused_by_name(tmp_path):
 
 
 def test_explicit_sites_are_only_where_the_bridge_cannot_tell():
-    """Sites are read from the bridge; SITES keeps BLOOM only (its activation is hard-coded, not in its config)."""
-    assert set(SITES) == {"bloom"} and SITES["bloom"].act_fn == "bloom_gelu"
+    """Sites are read from the bridge; SITES keeps BLOOM and MPT (their activations are hard-coded, not in their configs)."""
+    assert set(SITES) == {"bloom", "mpt"} and SITES["bloom"].act_fn == "bloom_gelu" and SITES["mpt"].act_fn == "gelu"
 
 
 def test_a_gated_mlp_whose_activation_is_not_sign_preserving_is_refused(tiny_root):

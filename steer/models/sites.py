@@ -14,8 +14,8 @@ matter per layer:
 The site is derived from the bridge (`site_for`) wherever its MLP component names both points the
 same way (TransformerLens' ``MLPBridge``, ``GatedMLPBridge``, ``JointGateUpMLPBridge``: gated or plain,
 fused gate/up, MLPs that sit on the decoder layer, parallel attention+MLP blocks alike). `SITES`
-holds explicit entries only where the bridge or the config does not tell (BLOOM's activation is
-hard-coded, not in its config). `REFUSED` names the architectures steer refuses, with the reason.
+holds explicit entries only where the bridge or the config does not tell (BLOOM's and MPT's
+activations are hard-coded, not in their configs). `REFUSED` names the architectures steer refuses, with the reason.
 To add an architecture the bridge cannot describe: add a `NeuronSite` to `SITES` naming its hook
 points and activation, and its tiny configuration to `steer.testing.ARCH_CONFIGS` (the
 parametrised proof in tests/test_architectures.py then runs on it).
@@ -61,6 +61,8 @@ SITES: dict[str, NeuronSite] = {
     for site in (
         # BloomGelu is hard-coded in BloomMLP (no activation key in BloomConfig); it is GELU's tanh form.
         NeuronSite("bloom", ("bloom",), gated=False, act_fn="bloom_gelu"),
+        # MptMLP hard-codes nn.GELU (MptConfig names no activation).
+        NeuronSite("mpt", ("mpt",), gated=False, act_fn="gelu"),
     )
 }
 
