@@ -66,11 +66,12 @@ def main() -> None:
     parser.add_argument("--steps", default="4", help="comma list of new-token counts to force for (0: every one)")
     parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress[/phase[/steps]];...'")
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep (e.g. with --eval SETTING)")
+    parser.add_argument("--bars", action="store_true", help="only make the fluency bars (their units) and print them")
     parser.add_argument("--sweep-prompts", type=int, default=3, help="prompts per (source, target) pair, tuning half")
     parser.add_argument("--eval", default=None, help="a setting to measure on the evaluation half, or 'best'")
     parser.add_argument("--eval-prompts", type=int, default=3, help="prompts per pair, evaluation half")
     parser.add_argument("--n-random", type=int, default=3, help="random-neuron control seeds")
-    parser.add_argument("--n-baseline", type=int, default=40, help="tuning prompts per language for the bars")
+    parser.add_argument("--n-baseline", type=int, default=100, help="tuning paragraphs per language for the NLL bars")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repetition-penalty", type=float, default=None, help="default: the library's")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="default: the library's")
@@ -120,6 +121,10 @@ def main() -> None:
     provenance = {"command": " ".join(["python", *sys.argv]), "commit": commit(), "n_baseline": args.n_baseline,
                   "stats_tokens_per_language": args.max_tokens}
 
+    if args.bars:
+        for lang, bar in run.bars().items():
+            print(f"{lang}: NLL <= {bar.nll_max:.2f} ({bar.source}, {bar.n} continuations)")
+        return
     mine = grid[shard::shards]
     print(f"{len(grid)} settings, shard {shard}/{shards}: {len(mine)} here", flush=True)
     rows = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steer.bench.fluency import MAX_RUN, MIN_BASELINE, MIN_DISTINCT_SHARE, Bar, Score, bars, degeneracy, judge
+from steer.bench.fluency import MAX_RUN, MIN_BASELINE, MIN_DISTINCT_SHARE, NLL_BAD_QUANTILE, NLL_GOOD_QUANTILE, Bar, Score, bars, degeneracy, judge
 from steer.bench.forced import halves
 
 
@@ -29,9 +29,13 @@ def _own(nlls):
 
 def test_the_bar_is_the_95th_percentile_of_own_text_and_the_repetition_limits_are_absolute():
     nlls = [1.0 + 0.1 * i for i in range(MIN_BASELINE)]
-    bar = bars({"de": _own(nlls)}, [])["de"]
+    bar = bars({"de": _own(nlls)})["de"]
     assert bar.source == "own" and not bar.pooled and bar.n == MIN_BASELINE
-    assert bar.nll_max == pytest.approx(1.0 + 0.1 * 0.95 * (MIN_BASELINE - 1))
+    assert bar.nll_max == pytest.approx(1.0 + 0.1 * NLL_GOOD_QUANTILE * (MIN_BASELINE - 1)) == bar.good
+    shuffled = _own([6.0 + 0.1 * i for i in range(MIN_BASELINE)])
+    between = bars({"de": _own(nlls)}, {"de": shuffled})["de"]  # midway between human and shuffled text
+    assert between.bad == pytest.approx(6.0 + 0.1 * NLL_BAD_QUANTILE * (MIN_BASELINE - 1))
+    assert between.nll_max == pytest.approx((between.good + between.bad) / 2)
     assert (bar.distinct_min, bar.max_run_max) == (MIN_DISTINCT_SHARE, MAX_RUN) == (0.5, 3)
     assert bar.passes(Score(1.5, 16, 0.9, 1))
     assert bar.failure(Score(9.0, 16, 0.9, 1)) == "nll"  # less fluent than the model's own German
@@ -43,13 +47,22 @@ def test_the_bar_is_the_95th_percentile_of_own_text_and_the_repetition_limits_ar
 
 def test_too_few_own_samples_fall_back_to_a_labelled_bar():
     many = _own([1.0 + 0.01 * i for i in range(MIN_BASELINE)])
-    got = bars({"de": many, "eu": _own([3.0] * (MIN_BASELINE - 1))}, [])
+    got = bars({"de": many, "eu": _own([3.0] * (MIN_BASELINE - 1))})
     assert got["de"].source == "own" and got["eu"].source == "pooled" and got["eu"].n == 2 * MIN_BASELINE - 1
-    fallback = bars({"de": _own([2.0])}, _own([2.0 + 0.01 * i for i in range(5)]))
-    assert fallback["de"].source == "unsteered" and fallback["de"].pooled and fallback["de"].n == 5
-    assert Bar.from_dict(fallback["de"].to_dict()) == fallback["de"]
-    with pytest.raises(ValueError, match="no unsteered continuation"):
-        bars({"de": []}, [])
+    assert got["eu"].pooled and got["eu"].nll_max == pytest.approx(3.0)
+    assert Bar.from_dict(got["eu"].to_dict()) == got["eu"]
+    with pytest.raises(ValueError, match="no text to set a fluency bar from"):
+        bars({"de": []})
+
+
+def test_shuffled_tokens_keep_the_tokens_and_lose_the_order(tiny):
+    from steer.bench.fluency import shuffle_tokens
+
+    text = "Open the file menu and choose save as to store the document."
+    shuffled = shuffle_tokens(tiny.tokenizer, text, seed=1)
+    ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert sorted(tiny.tokenizer(shuffled, add_special_tokens=False)["input_ids"]) == sorted(ids)
+    assert shuffled != text and shuffled == shuffle_tokens(tiny.tokenizer, text, seed=1)
 
 
 def test_the_judge_wants_the_target_fluent_text_and_no_copy_of_another_prompts_continuation():

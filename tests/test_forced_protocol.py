@@ -109,7 +109,7 @@ def test_forced_language_reports_every_rate_with_an_interval_and_every_control(t
     assert result.fluent_success is not None and result.fluent_success <= result.raw_success
     assert result.fluent_success_ci[0] <= result.fluent_success <= result.fluent_success_ci[1]
     assert set(result.per_source) == set(neurons.languages)
-    assert all(bar["source"] in ("own", "pooled", "unsteered") for bar in result.bars.values())
+    assert all(bar["source"] in ("own", "pooled") for bar in result.bars.values())
     assert result.judge["language"] == "top1-all" and result.prompt == "prefix"
     back = ForcedResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert back.fluent_success == result.fluent_success and back.per_target.keys() == result.per_target.keys()

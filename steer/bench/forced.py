@@ -12,7 +12,7 @@ The protocol (one implementation: the `[bench.forced]` benchmark, `forced_langua
   sentence (at most `MAX_SENTENCE_WORDS` words).
 - **Judge** (`steer.bench.fluency`): raw success when the identifier's top-1 over all its languages
   is the target; fluent success when the continuation also reads like the model's own text in the
-  target (NLL bar from at least 30 own-language continuations of the tuning half), is not
+  target (NLL bar from human text: at least 30 true continuations of tuning-half paragraphs), is not
   degenerate (absolute, digit-aware limits) and is not another prompt's continuation word for word.
 - **Controls**, judged the same way: the unsteered model on the same prompts; the same push on
   random neurons with the same per-layer counts (`n_random` seeds); the model's own continuations of
@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 from steer.bench._common import Partial, check_at_least, mean_or_none, neuron_fingerprint, read_keyed, stable_hash, \
     texts_fingerprint
-from steer.bench.fluency import JUDGE_CONSTANTS, Bar, Score, Verdict, bars, judge, score_continuations
+from steer.bench.fluency import JUDGE_CONSTANTS, Bar, Score, Verdict, bars, judge, score_continuations, shuffle_tokens
 from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
@@ -45,6 +45,7 @@ from steer.generation import (
     forcing_steps, generate,
 )
 from steer.langid import detect_language, top_language
+from steer.languages import Lang
 from steer.progress import progress_bar
 
 PROMPT_KINDS = ("prefix", "sentence")
@@ -225,7 +226,8 @@ class TargetResult:
     human_text: Rates
     bar: dict
     fluency_nll: float | None  # mean NLL of the fluent successes
-    own_language_nll: float | None  # mean NLL of the own-language text the bar came from
+    own_language_nll: float | None  # mean NLL of the model's own text in the target (the own-text ceiling's)
+    human_nll: float | None  # mean NLL of human text in the target (the human-text ceiling's)
     failures: dict  # reason -> count among the forced continuations
     confusion: dict  # label among the run's languages (candidate-restricted identifier) -> count
 
@@ -345,14 +347,14 @@ class ForcedRun:
     `eval_texts`: every held-out paragraph per language. `neuron_sets`: the sets settings may name.
     Units (one `generate` call each) are saved in `checkpoint` as they finish, under a key that holds
     everything they depend on (stats, languages, paragraphs, prompt kind, decoding, judge constants,
-    `n_baseline`, seed); each unit's name holds the rest (half, prompts per pair, neuron fingerprint,
+    seed); each unit's name holds the rest (half, prompts per pair, neuron fingerprint,
     setting, target). `reuse`: further unit files (other shards' checkpoints) read, never written.
     """
 
     def __init__(self, model, stats, eval_texts: dict[str, list[str]], neuron_sets: dict, *,
                  languages: Sequence[str] | None = None, prompt: str = "prefix", prompt_words: int = PROMPT_WORDS,
                  max_new_tokens: int = 16, repetition_penalty: float | None = None,
-                 no_repeat_ngram_size: int | None = None, n_baseline: int = 40, seed: int = 0, batch_size: int = 32,
+                 no_repeat_ngram_size: int | None = None, n_baseline: int = 100, seed: int = 0, batch_size: int = 32,
                  checkpoint: str | Path | None = None, reuse: Iterable[str | Path] = (), progress: bool = True):
         if prompt not in PROMPT_KINDS:
             raise ValueError(f"unknown prompt kind '{prompt}' (known: {', '.join(PROMPT_KINDS)})")
@@ -381,7 +383,7 @@ class ForcedRun:
         self.decoding = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,  # one for every unit
                              **forcing_decoding(repetition_penalty, no_repeat_ngram_size))
         # What a unit's texts and scores depend on beyond its name (which holds the half, prompts per pair, neuron
-        # fingerprint, setting and target; the baseline's holds n_baseline). The verdicts also depend on the judge's
+        # fingerprint, setting and target; the bars' holds n_baseline). The verdicts also depend on the judge's
         # constants: results carry them, and the benchmark's result key holds them.
         self.key = stable_hash({
             "stats": stats.meta.get("plan") if stats is not None else None, "languages": languages, "prompt": prompt, "prompt_words": prompt_words,
@@ -443,30 +445,53 @@ class ForcedRun:
                 in zip(items, unit["texts"], unit["detected"], unit["detected_among"], scores, verdicts)]
 
     # -------------------------------------------------------------- bars
-    def baseline_items(self) -> dict[str, list[Item]]:
-        return own_paragraphs(self.texts["tune"], self.languages, self.n_baseline, self.seed, kind=self.prompt,
-                              n_words=self.prompt_words, salt="baseline")
-
     def bars(self) -> dict[str, Bar]:
-        """Each language's fluency bar from the unsteered model's own continuations of tuning-half prompts written
-        in it (`n_baseline` per language; those whose top-1 language is theirs)."""
+        """Each language's fluency bar (`steer.bench.fluency.bars`) from human text in it, the true continuations of
+        up to `n_baseline` tuning-half paragraphs, and the same texts with their tokens shuffled."""
         if self._bars is None:
-            own, everything = self.baseline_scores()
-            self._bars = bars(own, everything)
+            human = self._human("tune", self.n_baseline, self.languages)
+            names = {lang: f"bar/tune/{self.n_baseline}/{lang}" for lang in self.languages}
+
+            def shuffled(lang: str) -> dict:
+                texts = [shuffle_tokens(self.model.tokenizer, text, self.seed) for text in human[lang][1]["texts"]]
+                return {"texts": texts, "scores": [asdict(s) for s in score_continuations(self.model, texts,
+                                                                                          batch_size=self.batch_size)]}
+
+            done = self._units([(names[lang], lambda lang=lang: shuffled(lang)) for lang in self.languages
+                                if human[lang][0]], "fluency bars (shuffled text)")
+            self._bars = bars({lang: [Score(**s) for s in unit["scores"]] for lang, (_, unit) in human.items()},
+                              {lang: [Score(**s) for s in done[names[lang]]["scores"]] for lang in self.languages
+                               if names[lang] in done})
         return self._bars
 
-    def baseline_scores(self) -> tuple[dict[str, list[Score]], list[Score]]:
-        items = self.baseline_items()
-        done = self._units([(f"baseline/tune/{self.n_baseline}/{lang}",
-                             lambda lang=lang: self._continue(items[lang], None, None, None)) for lang in self.languages],
-                           "fluency bars")
-        own, everything = {}, []
-        for lang in self.languages:
-            unit = done[f"baseline/tune/{self.n_baseline}/{lang}"]
-            scores = [Score(**s) for s in unit["scores"]]
-            own[lang] = [s for s, d in zip(scores, unit["detected"]) if d == lang]
-            everything += scores
-        return own, everything
+    def _human(self, half: str, n: int, targets: Sequence[str]) -> dict[str, tuple[list[Item], dict]]:
+        """Per target, (items, unit) of the true continuations of up to `n` of its paragraphs (seeded order; after
+        the prompt, cut to `max_new_tokens` tokens; paragraphs too short are skipped)."""
+        tokenizer = self.model.tokenizer
+        chosen = {}
+        for t in targets:
+            texts = self.texts[half][t]
+            items, truths = [], []
+            for i in _order(len(texts), "human", self.seed, t):
+                prompt = make_prompt(texts[i], self.prompt, self.prompt_words) if texts[i].strip() else ""
+                truth = true_continuation(tokenizer, texts[i], prompt, self.max_new_tokens) if prompt else None
+                if truth:
+                    items.append(Item(t, None, i, prompt))
+                    truths.append(truth)
+                if len(items) == n:
+                    break
+            chosen[t] = (items, truths)
+
+        def unit(truths: list[str], prompts: list[str]) -> dict:
+            return {"texts": truths, "detected": top_language(truths),
+                    "detected_among": detect_language(truths, candidates=self.languages),
+                    "scores": [asdict(s) for s in score_continuations(self.model, truths, batch_size=self.batch_size)],
+                    "prompts": prompts}
+
+        names = {t: f"human/{half}/{n}/{t}" for t in targets}
+        done = self._units([(names[t], lambda t=t: unit(chosen[t][1], [i.prompt for i in chosen[t][0]]))
+                            for t in targets if chosen[t][0]], f"human text ({half})")
+        return {t: (chosen[t][0], done[names[t]] if chosen[t][0] else _EMPTY) for t in targets}
 
     # -------------------------------------------------------------- groups of judged rows, per target
     def forced_rows(self, setting: Setting, half: str, per_pair: int, targets: Sequence[str] | None = None, *,
@@ -504,28 +529,7 @@ class ForcedRun:
         """Human-text ceiling: per target, the true continuations of up to `n` paragraphs written in it (after the
         prompt, cut to the continuations' token count; paragraphs too short are skipped)."""
         targets = self._targets(targets)
-        tokenizer = self.model.tokenizer
-        out = {}
-        for t in targets:
-            texts = self.texts[half][t]
-            items, truths = [], []
-            for i in _order(len(texts), "human", self.seed, t):
-                prompt = make_prompt(texts[i], self.prompt, self.prompt_words) if texts[i].strip() else ""
-                truth = true_continuation(tokenizer, texts[i], prompt, self.max_new_tokens) if prompt else None
-                if truth:
-                    items.append(Item(t, None, i, prompt))
-                    truths.append(truth)
-                if len(items) == n:
-                    break
-            if not items:
-                out[t] = []
-                continue
-            unit = {"texts": truths, "detected": top_language(truths),
-                    "detected_among": detect_language(truths, candidates=self.languages),
-                    "scores": [asdict(s) for s in score_continuations(self.model, truths, batch_size=self.batch_size)],
-                    "prompts": [item.prompt for item in items]}
-            out[t] = self._rows(items, unit, t)
-        return out
+        return {t: self._rows(items, unit, t) for t, (items, unit) in self._human(half, n, targets).items()}
 
     def pairs(self, half: str, per_pair: int, targets: Sequence[str]) -> dict[str, list[Item]]:
         return pair_paragraphs(self.texts[half], self.languages, targets, per_pair, self.seed, kind=self.prompt,
@@ -571,7 +575,6 @@ class ForcedRun:
                                     label=f"random{random_seed + k}") for k in range(n_random)]
         own = self.own_rows(half, n_own, targets)
         human = self.human_rows(half, n_own, targets)
-        own_scores, _ = self.baseline_scores()
         bar_of = self.bars()
 
         def pooled(groups: dict[str, list[dict]]) -> list[dict]:
@@ -587,7 +590,8 @@ class ForcedRun:
                 own_text=Rates.of(own[t], self.seed), human_text=Rates.of(human[t], self.seed),
                 bar=bar_of[t].to_dict(),
                 fluency_nll=mean_or_none([row["nll"] for row in forced[t] if row["fluent"]]),
-                own_language_nll=mean_or_none([s.nll for s in own_scores[t]]),
+                own_language_nll=mean_or_none([row["nll"] for row in own[t]]),
+                human_nll=mean_or_none([row["nll"] for row in human[t]]),
                 failures=dict(Counter(row["reason"] or "fluent" for row in forced[t])),
                 confusion=dict(Counter(row["detected_among"] for row in forced[t])),
             )
@@ -627,6 +631,9 @@ class ForcedRun:
                    "n_baseline": self.n_baseline, "n_own": n_own, "n_random": n_random, "random_seed": random_seed},
             examples=examples, continuations=main, sweep=[row.to_dict() for row in sweep] if sweep else None,
         )
+
+
+_EMPTY = {"texts": [], "detected": [], "detected_among": [], "scores": [], "prompts": []}
 
 
 def _row(item: Item, target: str, text: str, detected: str, among: str, score: Score, verdict: Verdict) -> dict:
@@ -669,14 +676,14 @@ class ForcedBench:
     steps: int | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
-    n_baseline: int = 40
+    n_baseline: int = 100  # tuning-half paragraphs per language (at most) whose true continuations set the NLL bar
     n_random: int = 3
     seed: int = 0
-    sweep_modes: list = field(default_factory=list)
-    sweep_strengths: list = field(default_factory=lambda: [1.0, 2.0, 4.0])
-    sweep_suppress: list = field(default_factory=lambda: [DEFAULT_SUPPRESS])
+    sweep_modes: list[str] = field(default_factory=list)
+    sweep_strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sweep_suppress: list[str] = field(default_factory=lambda: [DEFAULT_SUPPRESS])
     sweep_n_prompts: int = 3
-    sweep_targets: list | None = None
+    sweep_targets: list[Lang] | None = None
     max_new_tokens: int = 16
     batch_size: int = 32
 
@@ -696,7 +703,18 @@ class ForcedBench:
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
             raise ValueError(f"{where}: n_prompts, n_baseline and max_new_tokens must be at least 1")
         check_at_least(where, prompt_words=(self.prompt_words, 1), sweep_n_prompts=(self.sweep_n_prompts, 1),
-                       batch_size=(self.batch_size, 1), n_random=(self.n_random, 0))
+                       batch_size=(self.batch_size, 1), n_random=(self.n_random, 0),
+                       no_repeat_ngram_size=(self.no_repeat_ngram_size, 0))
+        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
+            raise ValueError(f"{where}: repetition_penalty must be above 0 (1.0: none), got {self.repetition_penalty}")
+
+    def check_corpus(self, corpus, where: str) -> None:
+        """Before the model loads: the held-out split must give both halves (tuning, reporting) a paragraph."""
+        short = [lang for lang in corpus.languages if len(corpus.eval[lang]) < 2]
+        if short:
+            raise ValueError(f"{where}: forcing a language needs at least 2 held-out paragraphs per language (the "
+                             f"first half tunes, the second reports); {', '.join(short)} has fewer: give the corpus "
+                             "more eval texts")
 
 
 def forced_language(
@@ -715,7 +733,7 @@ def forced_language(
     steps: int | None = None,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
-    n_baseline: int = 40,
+    n_baseline: int = 100,
     n_random: int = 3,
     n_own: int | None = None,
     seed: int = 0,
@@ -737,8 +755,8 @@ def forced_language(
     target) pair continues `n_prompts` prompts (`prompt`: "prefix" or "sentence") from paragraphs of
     its own, drawn with `seed`. Beside it: the unsteered model on the same prompts, the same push on
     `n_random` random neuron sets with the same per-layer counts, the model's own text and the true
-    text in the target (ceilings). The fluency bars come from `n_baseline` tuning-half prompts per
-    language. The optional sweep (every mode × strength × suppress of `sweep_modes`…) reads the
+    text in the target (ceilings). The fluency bars come from human text: the true continuations of
+    `n_baseline` tuning-half paragraphs per language. The optional sweep (every mode × strength × suppress of `sweep_modes`…) reads the
     tuning half, `sweep_n_prompts` per pair (at least `sweep_min_paragraphs` per target). Every
     continuation uses the same decoding (greedy, `repetition_penalty` / `no_repeat_ngram_size`; None:
     `steer.generation.DEFAULT_DECODING`), and every forced one the same `steps` (None:

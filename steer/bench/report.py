@@ -121,25 +121,28 @@ def forced_section(result: dict, figure: str) -> str:
         f"{result['n_per_pair']} prompt(s) per (source, target) pair, each from its own paragraph (seed {result['seed']}), "
         f"{result['n']} continuations from {result['n_paragraphs']} paragraphs. A continuation is a *raw* success when "
         f"the language identifier's top-1 over all its languages is the target, a *fluent* success when it also reads "
-        f"like the model's own text in the target (NLL under the unsteered model within the target's bar), has a "
+        f"like text in the target (NLL under the unsteered model within the target's bar), has a "
         f"distinct-token share of at least {result['judge']['min_distinct_share']:g} and no token repeated more than "
         f"{result['judge']['max_run']} times in a row (digits aside), and is not another prompt's continuation word "
         f"for word. Brackets: 95% intervals from a bootstrap over paragraphs. Controls: the same push on random neurons "
         f"with the same per-layer counts ({split['n_random']} seeds), the unsteered model on the same prompts, the "
         f"model's own continuations of prompts written in the target and the true continuations of such paragraphs "
-        f"({split['n_own']} per target). Bars: {own_bars} of {len(result['bars'])} languages from at least "
-        f"{result['judge']['min_baseline']} of their own continuations ({split['n_baseline']} tuning prompts each); "
-        f"the others from a fallback, marked in the table below."
+        f"({split['n_own']} per target). The NLL bar lies midway between human text in the target, read the same way "
+        f"(its {result['judge']['nll_good_quantile']:.0%} quantile; true continuations of up to {split['n_baseline']} "
+        f"tuning-half paragraphs) and the same text with its tokens shuffled (its "
+        f"{result['judge']['nll_bad_quantile']:.0%} quantile): {own_bars} of {len(result['bars'])} languages have at least {result['judge']['min_baseline']} "
+        f"such texts of their own, the others get the bar of all languages pooled (marked below)."
     )
     lines += [""] + forced_table(result)
-    lines += ["", "| target | NLL of fluent successes | NLL of own text | bar: NLL ≤ (from) | why forced continuations "
-              "fail | detected among the languages |", "|---|---|---|---|---|---|"]
+    lines += ["", "| target | NLL of fluent successes | NLL of own text | NLL of human text | bar: NLL ≤ (from, n) | "
+              "why forced continuations fail | detected among the languages |", "|---|---|---|---|---|---|---|"]
     for target, row in result["per_target"].items():
         bar = row["bar"]
         fails = ", ".join(f"{k} {v}" for k, v in sorted(row["failures"].items(), key=lambda kv: -kv[1]))
         among = ", ".join(f"{k} {v}" for k, v in sorted(row["confusion"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {target} | {_f(row['fluency_nll'], '{:.2f}')} | {_f(row['own_language_nll'], '{:.2f}')} | "
-                     f"{bar['nll_max']:.2f} ({bar['source']}, {bar['n']}) | {fails} | {among} |")
+                     f"{_f(row.get('human_nll'), '{:.2f}')} | {bar['nll_max']:.2f} ({bar['source']}, {bar['n']}) | "
+                     f"{fails} | {among} |")
     sweep = result.get("sweep")
     if sweep:
         lines += ["", f"Sweep on the tuning half ({sweep[0]['n']} continuations per setting, "
