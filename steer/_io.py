@@ -140,11 +140,32 @@ def _owner(path: Path, *, create: bool = False) -> tuple[Path, dict] | None:
         if marker is not None:
             return folder, marker
         if create and folder in _pending:
-            marker = {"format": OUT_FORMAT, "verb": _pending.pop(folder), "steer_version": __version__, "files": []}
+            verb = _pending.pop(folder)
             folder.mkdir(parents=True, exist_ok=True)
-            _write_marker(folder, marker)
+            with _locked(folder):  # another process (a torchrun rank) may be marking it at the same moment
+                marker = read_out_marker(folder)
+                if marker is None:
+                    marker = {"format": OUT_FORMAT, "verb": verb, "steer_version": __version__, "files": []}
+                    _write_marker(folder, marker)
             return folder, marker
     return None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` while its marker is read and rewritten (torchrun ranks write their
+    checkpoints into one folder at once; without the lock one rank's listing could be lost)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no other process shares the folder in practice
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _owned(rel: str, files: list[str]) -> bool:
@@ -162,11 +183,15 @@ def claim(path: str | Path, *, folder: bool = False) -> None:
     rel = path.absolute().relative_to(root).as_posix() + ("/" if folder else "")
     if _owned(rel, marker["files"]):
         return
-    if path.exists() or path.is_symlink():
-        raise ValueError(f"'{path}' is in steer's output folder '{root}' but steer did not write it; move it away "
-                         "(steer replaces only its own files)")
-    marker["files"] = sorted({*marker["files"], rel})
-    _write_marker(root, marker)
+    with _locked(root):
+        marker = read_out_marker(root)  # again, under the lock: another process may have listed files since
+        if _owned(rel, marker["files"]):
+            return
+        if path.exists() or path.is_symlink():
+            raise ValueError(f"'{path}' is in steer's output folder '{root}' but steer did not write it; move it "
+                             "away (steer replaces only its own files)")
+        marker["files"] = sorted({*marker["files"], rel})
+        _write_marker(root, marker)
 
 
 def remove_owned(path: str | Path) -> None:
@@ -176,17 +201,20 @@ def remove_owned(path: str | Path) -> None:
     owner = _owner(path)
     if owner is None:
         return  # no marked folder above: steer wrote nothing there, so there is nothing of steer's to delete
-    root, marker = owner
-    files = [root / rel.rstrip("/") for rel in marker["files"]]
+    root, _ = owner
     target = path.absolute()
-    doomed = [f for f in files if f == target or target in f.parents]
-    for file in doomed:
-        if file.is_dir() and not file.is_symlink():
-            shutil.rmtree(file)
-        elif file.exists() or file.is_symlink():
-            file.unlink()
-    marker["files"] = [rel for rel in marker["files"] if root / rel.rstrip("/") not in doomed]
-    _write_marker(root, marker)
+    with _locked(root):
+        marker = read_out_marker(root)
+        doomed = [f for f in (root / rel.rstrip("/") for rel in marker["files"]) if f == target or target in f.parents]
+        if not doomed:
+            return
+        for file in doomed:
+            if file.is_dir() and not file.is_symlink():
+                shutil.rmtree(file)
+            elif file.exists() or file.is_symlink():
+                file.unlink()
+        marker["files"] = [rel for rel in marker["files"] if root / rel.rstrip("/") not in doomed]
+        _write_marker(root, marker)
     for folder in [target, *target.parents]:
         if folder == root or root not in folder.parents:
             break

@@ -175,3 +175,25 @@ def _snapshot(root):
 @pytest.fixture
 def tmp_stats_dir(tiny_stats, tmp_path):
     return tiny_stats.save(tmp_path / "stats")
+
+
+def _write_many(out, rank, n):
+    for i in range(n):
+        write_json_atomic(out / "checkpoint" / f"rank{rank}-{i}.json", {"i": i})
+
+
+def test_processes_writing_into_one_folder_lose_no_listing(tmp_path):
+    """torchrun ranks write their checkpoints into one output folder at once: every file stays listed."""
+    import multiprocessing
+
+    out = prepare_out(tmp_path / "run", "collect")
+    write_json_atomic(out / "stats.json", {})
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_many, args=(out, rank, 25)) for rank in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert all(worker.exitcode == 0 for worker in workers)
+    listed = set(read_out_marker(out)["files"])
+    assert {f"checkpoint/rank{r}-{i}.json" for r in range(3) for i in range(25)} <= listed
