@@ -1,6 +1,7 @@
 """Speed of steer against the bare model, measured side by side in one run (ratios, not timings).
 
-    python benchmarks/speed.py [--shape gemma-270m|llama-1b|llama-8b] [--random-weights] [--json PATH]
+    python benchmarks/speed.py [--shape gemma-270m|llama-1b|llama-8b|moe-small|olmoe-1b-7b] [--random-weights]
+                               [--json PATH]
                                [--device cuda --dtype bfloat16] [--batch-size N | --tokens-per-batch N]
 
 1. collection: `steer.collect` tokens/s ÷ a bare HF forward through the decoder layers only (no
@@ -15,7 +16,11 @@ Each figure is the median of --repeats runs after a warm-up; the two sides of a 
 `--shape gemma-270m` (default) runs the embedded weights (`--random-weights`: Gemma 3 270M's
 architecture with random weights, same cost per token); `llama-1b` and `llama-8b` build random
 weights at Llama-3.2-1B's / Llama-3.1-8B's shape directly on the device, in the dtype (the text is
-then tokenised byte by byte: token ids stay small, the cost of a token is the shape's).
+then tokenised byte by byte: token ids stay small, the cost of a token is the shape's). The
+mixture-of-experts shapes do the same: `olmoe-1b-7b` is OLMoE-1B-7B's shape (64 experts, top 8; a GPU's
+worth of memory), `moe-small` a Qwen3-MoE-like shape small enough for a CPU (32 experts of 512 neurons,
+top 4, 8 layers); there steer counts every expert neuron over its routed tokens, so the collection ratio
+measures the expert taps (`steer.models.experts`) against the bare MoE forward.
 """
 
 from __future__ import annotations
@@ -39,6 +44,17 @@ LLAMA_SHAPES = {
                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
     "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+
+# Mixture-of-experts shapes (random weights): (model type, config), as the published configs or scaled down.
+MOE_SHAPES = {
+    "moe-small": ("qwen3_moe", dict(hidden_size=1024, intermediate_size=2816, moe_intermediate_size=512,
+                                    num_experts=32, num_experts_per_tok=4, num_hidden_layers=8, num_attention_heads=16,
+                                    num_key_value_heads=4, head_dim=64, vocab_size=32000, norm_topk_prob=True,
+                                    tie_word_embeddings=True, architectures=["Qwen3MoeForCausalLM"])),
+    "olmoe-1b-7b": ("olmoe", dict(hidden_size=2048, intermediate_size=1024, num_experts=64, num_experts_per_tok=8,
+                                  num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
+                                  vocab_size=50304, tie_word_embeddings=False, architectures=["OlmoeForCausalLM"])),
 }
 
 
@@ -65,8 +81,15 @@ def build_models(args, dtype):
     if not (folder / "tokenizer.json").exists():
         byte_tokenizer().save_pretrained(str(folder))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    config = LlamaConfig(**LLAMA_SHAPES[args.shape], max_position_embeddings=8192, rope_theta=500000.0,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu")
+    if args.shape in MOE_SHAPES:
+        from transformers import AutoConfig
+
+        model_type, settings = MOE_SHAPES[args.shape]
+        config = AutoConfig.for_model(model_type, **settings, max_position_embeddings=8192, bos_token_id=1,
+                                      eos_token_id=2, pad_token_id=0, hidden_act="silu")
+    else:
+        config = LlamaConfig(**LLAMA_SHAPES[args.shape], max_position_embeddings=8192, rope_theta=500000.0,
+                             bos_token_id=1, eos_token_id=2, pad_token_id=0, hidden_act="silu")
     copies = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -129,9 +152,13 @@ def _sync(device: str) -> None:
 
 
 def decoder_flops_per_token(hf_model) -> float:
-    """2 × the parameters of the decoder layers (attention's quadratic term is small at these lengths)."""
+    """2 × the parameters of the decoder layers a token uses (attention's quadratic term is small at these
+    lengths): of a mixture of experts' stacked expert weights, only its top-k experts' share."""
+    config = hf_model.config
+    experts = getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    share = config.num_experts_per_tok / experts if experts else 1.0
     layers = hf_model.model.layers
-    return 2.0 * sum(p.numel() for p in layers.parameters())
+    return 2.0 * sum(p.numel() * (share if p.ndim == 3 else 1.0) for p in layers.parameters())
 
 
 def bench_collect(texts, args, model, baseline):
@@ -162,7 +189,8 @@ def bench_generate(texts, args, model, baseline, neurons, batch_size):
     import steer
     from steer.tokens import left_pad
 
-    language = neurons.languages[1]
+    sizes = neurons.membership.flatten(1).sum(1)  # the language with the most neurons (random weights may give some none)
+    language = neurons.languages[int(sizes.argmax())]
     pool = [" ".join(t.split()[:8]) for lang in texts for t in texts[lang]]
     prompts = (pool * (1 + batch_size // max(1, len(pool))))[:batch_size]
     tokenizer = model.tokenizer
@@ -215,7 +243,7 @@ def bench_memory(folder, args, sizes):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="gemma-270m", choices=["gemma-270m", *LLAMA_SHAPES])
+    parser.add_argument("--shape", default="gemma-270m", choices=["gemma-270m", *LLAMA_SHAPES, *MOE_SHAPES])
     parser.add_argument("--random-weights", action="store_true", help="gemma-270m: random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -248,6 +276,8 @@ def main() -> None:
     stats = steer.collect(model, texts, batch_size=args.batch_size, tokens_per_batch=args.tokens_per_batch,
                           progress=False)
     neurons = steer.identify(stats, method="zhang2025")
+    if neurons.membership.sum() == 0:  # random weights can leave zhang2025 nothing language-specific
+        neurons = steer.identify(stats, method="specificity")
     batch_sizes = [int(b) for b in args.generate_batches.split(",")]
     generation = {b: bench_generate(texts, args, model, baseline, neurons, b) for b in batch_sizes}
     peak = matmul_flops(dtype, args.device)

@@ -21,11 +21,12 @@ from steer.neurons import NeuronSet
 from steer.push import LanguagePush
 from steer.push_training import PushTraining, fit_push
 from steer.stats import ActivationStats
-from steer.steering import Intervention, amplify, deactivate, intervene
+from steer.steering import ExpertMask, Intervention, amplify, deactivate, intervene
 
 __all__ = [
     "ActivationStats",
     "Corpus",
+    "ExpertMask",
     "Generation",
     "Intervention",
     "LanguagePush",

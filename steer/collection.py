@@ -21,6 +21,7 @@ from torch import Tensor
 from steer._io import sha256_text
 from steer.hooks import StopForward, attached
 from steer.models import decoder, input_device, model_info
+from steer.models.experts import Rows, tapped
 from steer.models.fast_path import fast_path
 from steer.progress import progress_bar
 from steer.stats import ActivationStats
@@ -140,6 +141,21 @@ def weighted_sum(weights: Float[Tensor, " rows"], x: Float[Tensor, "rows neuron"
     return weights.float() @ x.float()
 
 
+def grouped_sum(groups: Int[Tensor, " rows"], weights: Float[Tensor, " rows"], n_groups: int,
+                x: Float[Tensor, "rows neuron"]) -> tuple[Float[Tensor, "group neuron"], Float[Tensor, " group"]]:
+    """Per group g, the sum over its rows of `weights · x` (one matmul: a weighted one-hot [group, rows] @ x,
+    accumulated in float32), and the group's total weight. Exact integer counts for 0/1 weights and x."""
+    onehot = torch.zeros(n_groups, x.shape[0], device=x.device, dtype=x.dtype)
+    onehot.scatter_(0, groups[None], weights.to(x.dtype)[None])
+    if x.dtype == torch.float32:
+        sums = onehot @ x
+    elif x.is_cuda:
+        sums = torch.mm(onehot, x, out_dtype=torch.float32)
+    else:
+        sums = onehot.float() @ x.float()
+    return sums, onehot.float().sum(1)
+
+
 class _Counter:
     """Hook functions that reduce one batch's activations into running totals: one matmul per layer and quantity.
 
@@ -158,9 +174,18 @@ class _Counter:
         self._totals: dict[int, dict[str, Tensor]] = {}  # layer -> active / sums / sq_sums [lang, neuron]
         self.stop_layer = max(layers)
         self.hooks = []
-        for layer in layers:
+        self.model = model
+        self.experts = info.experts
+        self.taps = {layer: self._tap(layer) for layer in layers} if self.experts is not None else {}
+        for layer in layers if self.experts is None else ():
             self.hooks.append((info.site.activation_hook(layer), self._count_active(layer)))
             self.hooks.append((info.site.down_input_hook(layer), self._sum_down_input(layer)))
+
+    def attached(self):
+        """The counting hooks (a dense MLP) or taps on every expert (a mixture of experts), for a `with` block."""
+        if self.experts is not None:
+            return tapped(self.model, self.taps, stop_layer=self.stop_layer)
+        return attached(self.model, self.hooks)
 
     def start_batch(self, language: int, count_mask: Int[Tensor, "batch pos"]) -> None:
         self.language = language
@@ -181,6 +206,8 @@ class _Counter:
             totals = {"active": stats.active[:, layer].to(device), "sums": stats.sums[:, layer].to(device)}
             if stats.sq_sums is not None:
                 totals["sq_sums"] = stats.sq_sums[:, layer].to(device)
+            if stats.routed is not None:
+                totals["routed"] = stats.routed[:, layer].to(device)
             self._totals[layer] = totals
         return totals
 
@@ -206,6 +233,35 @@ class _Counter:
                 raise StopForward
 
         return hook
+
+    def _tap(self, layer: int):
+        """Counts over one MoE segment's rows: the routed experts' (token, expert) rows reduce into [expert, width]
+        with one matmul per quantity (a weighted one-hot); the shared expert's into its own neurons."""
+        layout = self.experts
+        routed_end = layout.n_experts * layout.width
+
+        def tap(rows: Rows) -> None:
+            gate, x = rows.gate, rows.down_input
+            weights = self._weights_for(gate)
+            totals = self._layer_totals(layer, gate.device)
+            k = self.language
+            if isinstance(rows.column, int):  # the shared expert: every token, one column
+                totals["active"][k, routed_end:] += weighted_sum(weights, (gate > 0).to(gate.dtype)).to(torch.int64)
+                totals["sums"][k, routed_end:] += weighted_sum(weights, x)
+                if "sq_sums" in totals:
+                    totals["sq_sums"][k, routed_end:] += weighted_sum(weights, x.square())
+                totals["routed"][k, rows.column] += weights.float().sum().round().to(torch.int64)
+                return
+            row_weights = weights[rows.token]
+            groups, n = rows.column, layout.n_experts
+            active, routed = grouped_sum(groups, row_weights, n, (gate > 0).to(gate.dtype))
+            totals["active"][k, :routed_end] += active.reshape(-1).round().to(torch.int64)
+            totals["routed"][k, :n] += routed.round().to(torch.int64)
+            totals["sums"][k, :routed_end] += grouped_sum(groups, row_weights, n, x)[0].reshape(-1)
+            if "sq_sums" in totals:
+                totals["sq_sums"][k, :routed_end] += grouped_sum(groups, row_weights, n, x.square())[0].reshape(-1)
+
+        return tap
 
     def fold(self) -> None:
         """Write the per-layer totals back into the stats (on the host); a sync point, for checkpoints and the end."""
@@ -293,7 +349,7 @@ def collect(
     bar = progress_bar(progress and rank == 0, total=sum(batch_tokens[i] for i in mine), desc="collect", unit="tok",
                        initial=sum(batch_tokens[i] for i in mine[:done]), unit_scale=True)
     try:
-        with torch.inference_mode(), attached(model, counter.hooks), fast_path(model):
+        with torch.inference_mode(), counter.attached(), fast_path(model):
             for step, index in enumerate(todo, start=done + 1):
                 batch = batches[index]
                 counter.start_batch(batch.language, batch.count_mask)
@@ -346,7 +402,7 @@ def _all_reduce(stats: ActivationStats, device: torch.device) -> None:
     """Sum every rank's counters (on `device`: nccl reduces GPU tensors only), in place."""
     import torch.distributed as dist
 
-    for name in ("active", "tokens", "sums", "sq_sums"):
+    for name in ("active", "tokens", "sums", "sq_sums", "routed"):
         tensor = getattr(stats, name)
         if tensor is not None:
             reduced = tensor.to(device)
@@ -380,7 +436,7 @@ def _resume(checkpoint, meta, languages, info, sq_sums: bool, rank: int, world: 
     """The stats to continue from and how many of this rank's batches they hold: a fresh start without a
     checkpoint; else the checkpoint, once everything the result depends on is the same (one line naming
     what changed otherwise)."""
-    fresh = ActivationStats.zeros(languages, info.n_layers, info.d_mlp, sq_sums=sq_sums, **meta)
+    fresh = ActivationStats.zeros(languages, info.n_layers, info.d_mlp, sq_sums=sq_sums, experts=info.experts, **meta)
     if checkpoint is None or not checkpoint_file(checkpoint, rank).exists():
         return fresh, 0
     where = checkpoint_file(checkpoint, rank)

@@ -126,6 +126,25 @@ class NeuronSet:
     def __len__(self) -> int:
         return int(self.union_mask().sum())
 
+    @property
+    def experts(self):
+        """The expert layout (`steer.models.ExpertLayout`) of a mixture-of-experts model's set, else None."""
+        from steer.models import ExpertLayout
+
+        data = (self.meta.get("model") or {}).get("experts")
+        return ExpertLayout.from_dict(data) if data is not None else None
+
+    def expert_positions(self, language: str | None = None) -> Int[Tensor, "n 3"]:
+        """(layer, expert, index) of every neuron of `language` (all languages and general neurons when None), for a
+        mixture-of-experts model's set; expert `n_experts` is the shared expert where there is one."""
+        layout = self.experts
+        if layout is None:
+            raise ValueError("this neuron set is for a dense MLP: its positions are (layer, neuron), no experts")
+        mask = self.union_mask() if language is None else self.membership[self.index(language)]
+        layer, neuron = mask.nonzero().unbind(1)
+        expert, index = layout.split(neuron)
+        return torch.stack([layer, expert, index], dim=1)
+
     def is_empty(self) -> bool:
         return len(self) == 0
 
@@ -281,6 +300,7 @@ class NeuronSet:
             "layer_concentration": layer_concentration(self),
             "neurons": {lang: [ix.tolist() for ix in per_layer] for lang, per_layer in zip(self.languages, self.to_masks())},
             "general": [self.general[layer].nonzero().squeeze(1).tolist() for layer in range(self.n_layers)],
+            **({"experts": self.experts.to_dict()} if self.experts is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -312,6 +332,7 @@ class NeuronSet:
             raise ValueError(f"'{path}' is not a steer neuron set (run `steer identify` to make one)")
         membership, general = _parse_neurons(data, path)
         meta = data.get("meta", {})
+        _check_experts(data, meta, path)
         recorded = isinstance(meta, dict) and isinstance(meta.get("model"), dict) and meta["model"].get("weights_hash")
         neurons = cls(data["languages"], membership, general, data.get("method", "custom"), data.get("params", {}),
                       meta if isinstance(meta, dict) else {}, None if recorded or unrecorded else str(path))
@@ -325,6 +346,25 @@ class NeuronSet:
         recorded = dict(self.meta.get("model", {}))
         recorded["n_layers"], recorded["d_mlp"] = self.n_layers, self.d_mlp
         check_model(recorded, model, what, require_record=self.unrecorded_file is not None)
+
+
+def _check_experts(data: dict, meta, path: Path) -> None:
+    """A mixture-of-experts set's layout: the same in the file and its model record, and covering d_mlp."""
+    from steer.models import ExpertLayout
+
+    recorded = meta.get("model", {}).get("experts") if isinstance(meta, dict) and isinstance(meta.get("model"), dict) \
+        else None
+    if data.get("experts") != recorded:
+        raise ValueError(f"'{path}': its expert layout {data.get('experts')} disagrees with its model record "
+                         f"{recorded}; the file is damaged")
+    if recorded is not None:
+        try:
+            layout = ExpertLayout.from_dict(recorded)
+        except ValueError as error:
+            raise ValueError(f"'{path}': {error}; the file is damaged") from None
+        if layout.d_mlp != data["d_mlp"]:
+            raise ValueError(f"'{path}': experts {recorded} hold {layout.d_mlp} neurons per layer, not d_mlp "
+                             f"{data['d_mlp']}; the file is damaged")
 
 
 def is_neuron_file(path: str | Path) -> bool:

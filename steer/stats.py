@@ -6,7 +6,12 @@ For each language k, layer l and neuron j, `ActivationStats` holds:
 - `active[k, l, j]`: tokens on which act_fn(gate) > 0 (int64, exact);
 - `sums[k, l, j]`: the sum of the down_proj input act_fn(gate)·up (float64); `means()` is what
   `set`/`add` steering uses;
-- optionally `sq_sums[k, l, j]`: the sum of its squares.
+- optionally `sq_sums[k, l, j]`: the sum of its squares;
+- for a mixture-of-experts model, `routed[k, l, e]`: tokens routed to expert column e (the shared
+  expert's column counts every token), and `experts`, the layout (`steer.models.ExpertLayout`) that
+  maps each neuron to its expert column. An expert neuron's probability and mean divide by its
+  expert's routed tokens, not by every token (`counted()`); `routing()` is how often each expert is
+  chosen per token of a language (the "language experts" view).
 
 They are filled by `steer.collect` (`steer.collection`) or built from counts computed elsewhere.
 """
@@ -45,6 +50,7 @@ class ActivationStats:
     meta: dict = field(default_factory=dict)
     # The file these stats were read from, when it records no model: checks against a model then refuse them.
     unrecorded_file: str | None = field(default=None, repr=False, compare=False)
+    routed: Int[Tensor, "lang layer expert"] | None = None  # mixture of experts: tokens routed to each expert column
 
     def __post_init__(self) -> None:
         self.languages = normalise_codes(self.languages, what="stats languages")
@@ -59,7 +65,20 @@ class ActivationStats:
             )
         if (self.active < 0).any() or (self.tokens < 0).any():
             raise ValueError("counts must be non-negative")
-        if (self.active > self.tokens[:, None, None]).any():
+        if self.routed is not None:
+            self.routed = torch.as_tensor(self.routed).to(torch.int64)
+            layout = self.experts
+            if layout is None:
+                raise ValueError("routed-token counts need the expert layout (meta['model']['experts'])")
+            if self.routed.shape != (*self.active.shape[:2], layout.columns) or layout.d_mlp != self.active.shape[2]:
+                raise ValueError(f"routed must be [lang, layer, {layout.columns} experts] beside active "
+                                 f"{tuple(self.active.shape)} for experts {layout.to_dict()}, got "
+                                 f"{tuple(self.routed.shape)}")
+            if (self.routed < 0).any() or (self.routed > self.tokens[:, None, None]).any():
+                raise ValueError("routed-token counts must lie between 0 and the tokens counted")
+        elif self.experts is not None:
+            raise ValueError("stats of a mixture-of-experts model need routed-token counts (routed)")
+        if (self.active > self.counted()).any():
             raise ValueError("a neuron cannot be active on more tokens than were counted (active > tokens)")
         for name in ("sums", "sq_sums"):
             value = getattr(self, name)
@@ -105,15 +124,24 @@ class ActivationStats:
         return cls(list(languages), active, tokens, sums, None, dict(meta))
 
     @classmethod
-    def zeros(cls, languages: Sequence[str], n_layers: int, d_mlp: int, *, sq_sums: bool = False, **meta):
+    def zeros(cls, languages: Sequence[str], n_layers: int, d_mlp: int, *, sq_sums: bool = False, experts=None,
+              **meta):
+        """Empty counters; `experts` (an `ExpertLayout`) for a mixture-of-experts model adds routed-token counts
+        (and records the layout in meta['model']['experts'])."""
         shape = (len(languages), n_layers, d_mlp)
+        meta = dict(meta)
+        routed = None
+        if experts is not None:
+            meta["model"] = {**(meta.get("model") or {}), "experts": experts.to_dict()}
+            routed = torch.zeros(len(languages), n_layers, experts.columns, dtype=torch.int64)
         return cls(
             list(languages),
             torch.zeros(shape, dtype=torch.int64),
             torch.zeros(len(languages), dtype=torch.int64),
             torch.zeros(shape, dtype=torch.float64),
             torch.zeros(shape, dtype=torch.float64) if sq_sums else None,
-            dict(meta),
+            meta,
+            routed=routed,
         )
 
     # ---------------------------------------------------------------- shape
@@ -131,24 +159,52 @@ class ActivationStats:
             raise ValueError(f"language '{language}' is not in these stats ({', '.join(self.languages)})")
         return self.languages.index(code)
 
+    @property
+    def experts(self):
+        """The expert layout (`steer.models.ExpertLayout`) of a mixture-of-experts model's stats, else None."""
+        from steer.models import ExpertLayout
+
+        data = (self.meta.get("model") or {}).get("experts")
+        return ExpertLayout.from_dict(data) if data is not None else None
+
     # ---------------------------------------------------------------- derived
+    def counted(self) -> Int[Tensor, "lang layer neuron"]:
+        """Tokens each neuron saw: every counted token, or for an expert neuron the tokens routed to its expert."""
+        if self.routed is None:
+            return self.tokens[:, None, None].expand(self.active.shape)
+        return self.routed[:, :, self.experts.column_of()]
+
+    def _denominator(self) -> Tensor:
+        if self.routed is None:  # dense: one count per language, broadcast
+            return self.tokens.clamp(min=1).to(torch.float64)[:, None, None]
+        return self.counted().clamp(min=1).to(torch.float64)
+
     def probs(self) -> Float[Tensor, "lang layer neuron"]:
-        """Activation probability P = active / tokens (0 for a language with no tokens)."""
-        denominator = self.tokens.clamp(min=1).to(torch.float64)[:, None, None]
-        return (self.active.to(torch.float64) / denominator).to(torch.float32)
+        """Activation probability P = active / tokens (0 for a language with no tokens); for an expert neuron,
+        over the tokens routed to its expert."""
+        return (self.active.to(torch.float64) / self._denominator()).to(torch.float32)
+
+    def routing(self) -> Float[Tensor, "lang layer expert"]:
+        """How often each expert is chosen per counted token of a language (mixture of experts only; the shared
+        expert's column is 1): the "language experts" view."""
+        if self.routed is None:
+            raise ValueError("these stats have no routing counts: they come from a dense model, not a mixture of experts")
+        return (self.routed.to(torch.float64) / self.tokens.clamp(min=1).to(torch.float64)[:, None, None]).to(
+            torch.float32)
 
     def means(self) -> Float[Tensor, "lang layer neuron"]:
-        """Mean of the down_proj input per language (what `set` and `add` steering use)."""
+        """Mean of the down_proj input per language (what `set` and `add` steering use); for an expert neuron, over
+        the tokens routed to its expert."""
         if self.sums is None:
             raise ValueError("these stats have no sums; collect them with steer.collect to steer with means")
-        return (self.sums / self.tokens.clamp(min=1).to(torch.float64)[:, None, None]).to(torch.float32)
+        return (self.sums / self._denominator()).to(torch.float32)
 
     def stds(self) -> Float[Tensor, "lang layer neuron"]:
         """Standard deviation of the down_proj input per language (what the `std` push scales by)."""
         if self.sums is None or self.sq_sums is None:
             raise ValueError("these stats have no sq_sums; collect them with steer.collect(..., sq_sums=True) "
                              "(steer collect --sq-sums) to steer in standard deviations")
-        n = self.tokens.clamp(min=1).to(torch.float64)[:, None, None]
+        n = self._denominator()
         mean = self.sums / n
         return (self.sq_sums / n - mean.square()).clamp(min=0).sqrt().to(torch.float32)
 
@@ -159,7 +215,7 @@ class ActivationStats:
         Both must record the same model; stats that record none are refused unless `unrecorded=True`
         (the merged stats then record no model, unless both record the same one).
         """
-        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
+        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp) or self.experts != other.experts:
             raise ValueError("cannot merge stats of different shapes (another model?)")
         mine, theirs = self.meta.get("model", {}).get("weights_hash"), other.meta.get("model", {}).get("weights_hash")
         if mine and theirs and mine != theirs:
@@ -169,13 +225,16 @@ class ActivationStats:
                              "from one model; pass unrecorded=True to merge them anyway")
         languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
         merged = ActivationStats.zeros(
-            languages, self.n_layers, self.d_mlp, sq_sums=self.sq_sums is not None and other.sq_sums is not None
+            languages, self.n_layers, self.d_mlp, sq_sums=self.sq_sums is not None and other.sq_sums is not None,
+            experts=self.experts,
         )
         has_sums = self.sums is not None and other.sums is not None
         for part in (self, other):
             rows = torch.tensor([languages.index(lang) for lang in part.languages], dtype=torch.long)
             merged.active.index_add_(0, rows, part.active)
             merged.tokens.index_add_(0, rows, part.tokens)
+            if merged.routed is not None:
+                merged.routed.index_add_(0, rows, part.routed)
             if has_sums:
                 merged.sums.index_add_(0, rows, part.sums)
             if merged.sq_sums is not None:
@@ -184,7 +243,9 @@ class ActivationStats:
             merged.sums = None
         merged.meta = {key: value for key, value in self.meta.items() if key not in ("corpus", "tokens")}
         if not (mine and theirs):
-            merged.meta.pop("model", None)
+            merged.meta["model"] = {"experts": self.meta["model"]["experts"]} if self.experts is not None else {}
+            if not merged.meta["model"]:
+                merged.meta.pop("model")
         merged.unrecorded_file = self.unrecorded_file or other.unrecorded_file
         merged.meta["merged_from"] = [self.meta.get("corpus"), other.meta.get("corpus")]
         return merged
@@ -193,7 +254,7 @@ class ActivationStats:
 
     def to(self, device) -> "ActivationStats":
         """Move the counters to `device` in place (collection keeps them beside the activations)."""
-        for name in ("active", "tokens", "sums", "sq_sums"):
+        for name in ("active", "tokens", "sums", "sq_sums", "routed"):
             tensor = getattr(self, name)
             if tensor is not None:
                 setattr(self, name, tensor.to(device))
@@ -230,6 +291,8 @@ class ActivationStats:
             tensors["sums"] = self.sums.cpu().contiguous()
         if self.sq_sums is not None:
             tensors["sq_sums"] = self.sq_sums.cpu().contiguous()
+        if self.routed is not None:
+            tensors["routed"] = self.routed.cpu().contiguous()
         meta = {**self.to_dict_meta(), **extra_meta}
         header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "languages": json.dumps(self.languages),
                   "meta": json.dumps(meta, ensure_ascii=False)}
@@ -301,7 +364,8 @@ class ActivationStats:
     @classmethod
     def _from_parts(cls, languages, tensors: dict, meta: dict, path: Path) -> "ActivationStats":
         try:
-            stats = cls(languages, tensors["active"], tensors["tokens"], tensors.get("sums"), tensors.get("sq_sums"), meta)
+            stats = cls(languages, tensors["active"], tensors["tokens"], tensors.get("sums"), tensors.get("sq_sums"), meta,
+                        routed=tensors.get("routed"))
         except KeyError as missing:
             raise ValueError(f"'{path}' has no {missing} tensor; the file is damaged: recollect the stats") from None
         except ValueError as error:

@@ -21,6 +21,11 @@ positions whose next token is generated, i.e. the prompt's last one and every ge
 resolved from absolute token positions, so results are the same with and without the KV cache.
 In `steer.generate`, `steps` cuts an intervention off once it has acted on the prediction of that many new
 tokens (a brief push that lets the model continue on its own).
+
+On a mixture-of-experts model a neuron is (layer, expert, index) laid out flat (`steer.models.experts`):
+the same ops act on each expert's down-projection input, on the rows routed to that expert only, through
+taps on the experts (one gather of per-expert op tables per layer and forward). `ExpertMask` changes the
+routing itself: the masked experts get no token in its phase (their router logits are -inf before top-k).
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from steer.hooks import attached
 from steer.models import decoder, layer_device, model_info
+from steer.models.experts import Rows, tapped
 from steer.neurons import CLASSES, NeuronSet
 
 OPS = ("suppress", "scale", "set", "add")
@@ -111,6 +118,54 @@ def _as_list(languages) -> list[str] | None:
 
 
 @dataclass
+class ExpertMask:
+    """Mask experts out of the routing of a mixture-of-experts model: `experts` maps a layer to the experts its
+    router may not choose (in `phase`, for `steps` as in `Intervention`); the router picks its top-k among the
+    others, renormalised as the architecture does. `ExpertMask.for_language` picks a language's own experts."""
+
+    experts: dict[int, list[int]]
+    phase: str = "all"
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.experts, dict) or not self.experts:
+            raise ValueError("experts must map layers to the experts to mask, e.g. {3: [0, 5]}")
+        clean = {}
+        for layer, experts in self.experts.items():
+            layer = int(layer) if isinstance(layer, str) and layer.isdigit() else layer
+            experts = [experts] if isinstance(experts, int) else list(experts)
+            if isinstance(layer, bool) or not isinstance(layer, int) or not experts or any(
+                    isinstance(e, bool) or not isinstance(e, int) for e in experts):
+                raise ValueError(f"experts must map whole layer numbers to lists of whole expert numbers, got "
+                                 f"{layer!r}: {experts!r}")
+            clean[layer] = sorted(set(experts))
+        self.experts = clean
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
+
+    @classmethod
+    def for_language(cls, stats, language: str, top: int = 1, **kwargs) -> "ExpertMask":
+        """Mask, in every layer, the `top` experts chosen most often for `language` beyond the other languages'
+        mean routing frequency (the "language experts" of `ActivationStats.routing`)."""
+        routing = stats.routing()  # [lang, layer, column]
+        layout = stats.experts
+        k = stats.index(language)
+        others = [i for i in range(len(stats.languages)) if i != k]
+        excess = routing[k] - (routing[others].mean(0) if others else 0)
+        excess = excess[:, :layout.n_experts]  # the shared expert is never routed
+        if not 1 <= top < layout.n_experts - layout.top_k + 1:
+            raise ValueError(f"top must be between 1 and {layout.n_experts - layout.top_k} (the router must keep "
+                             f"{layout.top_k} experts to choose from), got {top}")
+        chosen = excess.topk(top, dim=-1).indices
+        return cls({layer: sorted(chosen[layer].tolist()) for layer in range(chosen.shape[0])}, **kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class _LayerOp:
     op: str
     index: Int[Tensor, " n"]
@@ -168,20 +223,61 @@ class Steering:
     or `apply()` + `remove()` in finally."""
 
     def __init__(self, model, interventions: Sequence[Intervention], neurons: NeuronSet | None, stats=None,
-                 pushes: Sequence = ()):
+                 pushes: Sequence = (), expert_masks: Sequence[ExpertMask] = ()):
         self.model = model
         self.interventions = list(interventions)
         self.pushes = list(pushes)
+        self.expert_masks = list(expert_masks)
         self.phase = _Phase()
-        self.layer_ops = _bind(model, self.interventions, neurons, stats, self.pushes)
+        self.layer_ops = _bind(model, self.interventions, neurons, stats, self.pushes or self.expert_masks)
         for layer, op in _bind_pushes(model, self.pushes):
             self.layer_ops.setdefault(layer, []).append(op)
         self.layer_ops = dict(sorted(self.layer_ops.items()))
+        self.experts = model_info(model).experts
+        self.routers = _bind_masks(model, self.expert_masks, self.experts)
         self._stack: contextlib.ExitStack | None = None
 
     def hooks(self):
         site = model_info(self.model).site
         return [(site.down_input_hook(layer), self._hook(ops)) for layer, ops in sorted(self.layer_ops.items())]
+
+    def _attached(self):
+        """The hooks on the down-projection inputs (a dense MLP), or taps on the experts and routers (MoE)."""
+        if self.experts is None:
+            return attached(self.model, self.hooks())
+        taps = {layer: self._tap([_ExpertOp(op, self.experts) for op in ops]) for layer, ops in self.layer_ops.items()}
+        routers = {layer: self._router(masks) for layer, masks in self.routers.items()}
+        return tapped(self.model, taps, routers=routers)
+
+    def _tap(self, ops: list["_ExpertOp"]):
+        phase = self.phase
+
+        def tap(rows: Rows) -> None:
+            for op in ops:
+                lo, hi = phase.bounds(op.layer_op.phase, rows.seq, op.layer_op.steps)
+                if hi > lo:
+                    op.apply(rows, lo, hi)
+
+        return tap
+
+    def _router(self, masks: list[tuple[Tensor, str, int | None]]):
+        phase = self.phase
+
+        def router(logits: Tensor, seq: int) -> Tensor | None:
+            out = None
+            for experts, mask_phase, steps in masks:
+                lo, hi = phase.bounds(mask_phase, seq, steps)
+                if hi <= lo:
+                    continue
+                out = logits.clone() if out is None else out
+                position = torch.arange(logits.shape[0], device=logits.device) % seq
+                rows = ((position >= lo) & (position < hi))[:, None]
+                blocked = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                blocked[experts.to(logits.device)] = True
+                out = out.masked_fill(rows & blocked, float("-inf"))
+            return out
+
+        return router
 
     def _hook(self, ops: list[_LayerOp]):
         phase = self.phase
@@ -203,8 +299,9 @@ class Steering:
             raise RuntimeError("this steering is already applied")
         stack = contextlib.ExitStack()
         try:
-            stack.enter_context(attached(self.model, self.hooks()))
-            if any(op.phase != "all" or op.steps is not None for ops in self.layer_ops.values() for op in ops):
+            stack.enter_context(self._attached())
+            if any(op.phase != "all" or op.steps is not None for ops in self.layer_ops.values() for op in ops) or any(
+                    mask.phase != "all" or mask.steps is not None for mask in self.expert_masks):
                 thread, track = threading.get_ident(), self.phase.pre_hook
 
                 def pre_hook(module, args, kwargs):  # only this thread's forward passes move the phase
@@ -253,6 +350,72 @@ def _apply(x: Tensor, layer_op: _LayerOp) -> None:
             x.index_fill_(-1, index, float(values))
     else:  # add
         x.index_add_(-1, index, values.to(x.dtype).expand(*x.shape[:-1], -1))
+
+
+class _ExpertOp:
+    """One layer op on a mixture-of-experts layer: per-expert tables [expert, width] over the routed experts (the
+    op's identity where a neuron is not selected) and the shared expert's own indices."""
+
+    def __init__(self, layer_op: _LayerOp, layout):
+        self.layer_op = layer_op
+        index, values = layer_op.index, layer_op.values
+        end = layout.n_experts * layout.width
+        routed = index < end
+        self.shared = _LayerOp(layer_op.op, index[~routed] - end,
+                               values[~routed] if isinstance(values, Tensor) else values, layer_op.phase)
+        r_index = index[routed]
+        r_values = values[routed] if isinstance(values, Tensor) else values
+        self.any_routed = bool(routed.any())
+        shape = (layout.n_experts, layout.width)
+        op = layer_op.op
+        identity = 1.0 if op == "scale" else 0.0
+        table = torch.full((end,), identity, device=index.device, dtype=torch.float32)
+        table[r_index] = r_values.float() if isinstance(r_values, Tensor) else float(r_values)
+        self.table = table.view(shape)
+        chosen = torch.zeros(end, dtype=torch.bool, device=index.device)
+        chosen[r_index] = True
+        self.chosen = chosen.view(shape)
+
+    def apply(self, rows: Rows, lo: int, hi: int) -> None:
+        x = rows.down_input
+        if isinstance(rows.column, int):  # the shared expert: [batch·seq, width] rows in token order
+            if len(self.shared.index):
+                view = x.view(-1, rows.seq, x.shape[-1])
+                _apply(view if (lo, hi) == (0, rows.seq) else view[:, lo:hi], self.shared)
+            return
+        if not self.any_routed:
+            return
+        position = rows.positions()
+        live = ((position >= lo) & (position < hi))[:, None]
+        table = self.table[rows.column].to(x.dtype)
+        if self.layer_op.op == "scale":
+            x.mul_(torch.where(live, table, torch.ones_like(table)))
+        elif self.layer_op.op == "add":
+            x.add_(torch.where(live, table, torch.zeros_like(table)))
+        else:  # suppress, set: the chosen neurons take their value
+            x.copy_(torch.where(live & self.chosen[rows.column], table, x))
+
+
+def _bind_masks(model, masks: Sequence[ExpertMask], layout) -> dict[int, list[tuple[Tensor, str, int | None]]]:
+    """Each expert mask as per-layer (experts, phase, steps), checked against the model's experts."""
+    routers: dict[int, list] = {}
+    if not masks:
+        return routers
+    if layout is None:
+        raise ValueError("expert masks need a mixture-of-experts model; this model's MLP is dense")
+    n_layers = model_info(model).n_layers
+    for mask in masks:
+        for layer, experts in mask.experts.items():
+            if not 0 <= layer < n_layers:
+                raise ValueError(f"expert mask on layer {layer}, but the model has layers 0-{n_layers - 1}")
+            if not all(0 <= e < layout.n_experts for e in experts):
+                raise ValueError(f"expert mask on experts {experts}, but the model has experts 0-{layout.n_experts - 1}")
+            if layout.n_experts - len(experts) < layout.top_k:
+                raise ValueError(f"masking {len(experts)} of {layout.n_experts} experts leaves fewer than the "
+                                 f"{layout.top_k} the router chooses per token")
+            device = layer_device(model, layer)
+            routers.setdefault(layer, []).append((torch.tensor(experts, device=device), mask.phase, mask.steps))
+    return routers
 
 
 def _bind_pushes(model, pushes) -> list[tuple[int, _LayerOp]]:
@@ -332,10 +495,11 @@ def _nothing_selected(spec: Intervention, neurons: NeuronSet) -> str:
 
 
 def intervene(model, *interventions: Intervention, neurons: NeuronSet | None = None, stats=None,
-              pushes: Sequence = ()) -> Steering:
+              pushes: Sequence = (), expert_masks: Sequence[ExpertMask] = ()) -> Steering:
     """Bind interventions to a model: `with steer.intervene(model, spec, neurons=ns): ...`; learned pushes
-    (`push.applied(...)`) go in `pushes` and need no neuron set."""
-    return Steering(model, interventions, neurons, stats, pushes)
+    (`push.applied(...)`) go in `pushes` and need no neuron set, nor do `expert_masks` (`ExpertMask`: experts
+    taken out of a mixture-of-experts model's routing)."""
+    return Steering(model, interventions, neurons, stats, pushes, expert_masks)
 
 
 def deactivate(model, neurons: NeuronSet, *, value: float = 0.0, phase: str = "all", classes=CLASSES) -> Steering:

@@ -19,10 +19,11 @@ from typing import Iterator
 import torch
 
 from steer.models.embedded import EMBEDDED_MODEL, embedded_model_dir, quiet_transformers
-from steer.models.sites import REFUSED, SITES, NeuronSite, check_config, mlp_width, site_for
+from steer.models.experts import ExpertLayout
+from steer.models.sites import REFUSED, SITES, NeuronSite, check_config, mlp_width, moe_layout, site_for
 
 __all__ = [
-    "EMBEDDED_MODEL", "REFUSED", "SITES", "ModelInfo", "NeuronSite", "check_config", "check_model", "decoder",
+    "EMBEDDED_MODEL", "REFUSED", "SITES", "ExpertLayout", "ModelInfo", "NeuronSite", "check_config", "check_model", "decoder",
     "input_device", "layer_device", "load_hf_model", "load_model", "model_info", "resolve_device", "resolve_dtype",
     "resolve_model", "site_for", "weights_hash", "wrap_model",
 ]  # fmt: skip
@@ -38,15 +39,19 @@ class ModelInfo:
     d_mlp: int
     model_type: str
     site: NeuronSite
+    experts: ExpertLayout | None = None  # a mixture-of-experts MLP: how its experts lie along the neuron axis
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "name": self.name,
             "weights_hash": self.weights_hash,
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
             "model_type": self.model_type,
         }
+        if self.experts is not None:
+            data["experts"] = self.experts.to_dict()
+        return data
 
 
 def model_info(model) -> ModelInfo:
@@ -69,6 +74,7 @@ def _describe(model, name: str) -> ModelInfo:
         d_mlp=mlp_width(model),
         model_type=text_config.model_type,
         site=site,
+        experts=moe_layout(model) if site.experts else None,
     )
 
 
@@ -88,6 +94,12 @@ def check_model(recorded: dict, model, what: str, *, require_record: bool = Fals
         raise ValueError(
             f"{what} is for a model with {recorded.get('n_layers')} layers × {recorded.get('d_mlp')} neurons, "
             f"but '{info.name}' has {info.n_layers} × {info.d_mlp}; use files made for this model"
+        )
+    layout = info.experts.to_dict() if info.experts is not None else None
+    if "experts" in recorded and recorded.get("experts") != layout:
+        raise ValueError(
+            f"{what} is for experts laid out as {recorded.get('experts')}, but '{info.name}' has {layout}; "
+            "use files made for this model"
         )
     if recorded.get("weights_hash") and recorded["weights_hash"] != info.weights_hash:
         raise ValueError(

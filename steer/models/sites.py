@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from steer.models.experts import MOE_MODEL_TYPES, expert_layout, is_moe
+
 SIGN_PRESERVING_ACTIVATIONS = frozenset(
     {"gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_tanh", "gelu_python", "gelu_accurate", "gelu_10",
      "quick_gelu", "bloom_gelu", "silu", "swish", "relu", "relu2", "relu6", "leaky_relu", "elu", "selu", "mish", "tanh"}
@@ -48,12 +50,21 @@ class NeuronSite:
     act_fn: str | None = None  # the activation, where the config does not name it
     parallel: bool = False  # attention and MLP read the same residual (GPT-NeoX, Falcon, Cohere)
     derived: bool = False  # read from the bridge, not an explicit entry
+    experts: bool = False  # a mixture-of-experts MLP: neurons are tapped per expert (steer.models.experts), not hooked
 
     def activation_hook(self, layer: int) -> str:
+        self._no_expert_hook_points()
         return self.activation.format(layer=layer)
 
     def down_input_hook(self, layer: int) -> str:
+        self._no_expert_hook_points()
         return self.down_input.format(layer=layer)
+
+    def _no_expert_hook_points(self) -> None:
+        if self.experts:
+            raise ValueError(f"'{self.family}' is a mixture-of-experts model: its expert neurons have no hook point (steer "
+                             "taps the experts, steer.models.experts.tapped), and this use of a neuron hook point is not "
+                             "supported on it yet")
 
 
 SITES: dict[str, NeuronSite] = {
@@ -67,8 +78,9 @@ SITES: dict[str, NeuronSite] = {
 }
 
 MOE_REASON = (
-    "a mixture-of-experts MLP: its neurons are (layer, expert, index) and the bridge's blocks.{l}.mlp.hook_pre is "
-    "the whole MoE block's input, not a neuron; steer does not count expert neurons yet"
+    "a mixture-of-experts MLP that steer has not proven: its neurons are (layer, expert, index) and the bridge's "
+    "blocks.{l}.mlp.hook_pre is the whole MoE block's input; steer taps the experts of "
+    + ", ".join(MOE_MODEL_TYPES)
 )
 REFUSED: dict[str, str] = {}  # model_type -> why steer refuses it (filled where the proof cannot pass)
 
@@ -101,7 +113,7 @@ def check_config(config) -> None:
     if getattr(config, "is_encoder_decoder", False):
         raise _refusal(model_type, "an encoder-decoder model; steer finds neurons in decoder-only LMs (a decoder "
                                    "whose MLP the bridge does not name needs a NeuronSite entry in steer.models.SITES)")
-    if any((getattr(config, key, None) or 0) > 1 for key in EXPERT_CONFIG_KEYS):
+    if any((getattr(config, key, None) or 0) > 1 for key in EXPERT_CONFIG_KEYS) and model_type not in MOE_MODEL_TYPES:
         raise _refusal(model_type, MOE_REASON)
     site = explicit_site(model_type)
     act = configured_activation(config, site)
@@ -124,6 +136,8 @@ def site_for(model) -> NeuronSite:
     check_config(config)
     explicit = explicit_site(model_type)
     n_layers = int(model.cfg.n_layers)
+    if model_type in MOE_MODEL_TYPES and is_moe(model):
+        return _moe_site(model, config, model_type)
     blocks = getattr(model, "blocks", None)
     mlps = [getattr(block, "mlp", None) for block in blocks] if blocks is not None else []
     if len(mlps) != n_layers or not all(isinstance(mlp, MLPBridge) for mlp in mlps):
@@ -154,9 +168,33 @@ def site_for(model) -> NeuronSite:
     return site
 
 
+def _moe_site(model, config, model_type: str) -> NeuronSite:
+    """A mixture-of-experts site: counted on each expert's gate pre-activation (act_fn must be sign-preserving),
+    acted on at each expert's down-projection input, through `steer.models.experts.tapped`."""
+    act = configured_activation(config)
+    if act not in SIGN_PRESERVING_ACTIVATIONS:
+        raise _refusal(model_type, f"its experts' activation '{act}' is not sign-preserving, so an active expert "
+                                   "neuron cannot be read from the gate pre-activation")
+    expert_layout(model, lambda reason: _refusal(model_type, reason))
+    where = "blocks.{layer}.mlp (experts tapped)"
+    return NeuronSite(model_type, (model_type,), activation=where, down_input=where, gated=True, derived=True,
+                      experts=True)
+
+
+def moe_layout(model):
+    """The `ExpertLayout` of a MoE bridge, None for a dense one."""
+    if not is_moe(model):
+        return None
+    model_type = (getattr(model.original_model.config, "text_config", None) or model.original_model.config).model_type
+    return expert_layout(model, lambda reason: _refusal(model_type, reason))
+
+
 def mlp_width(model) -> int:
     """Neurons per layer: the down projection's input width (the bridge's cfg.d_mlp is 4 × d_model for some
     architectures whatever their config says: OPT, XGLM, Falcon)."""
+    layout = moe_layout(model)
+    if layout is not None:
+        return layout.d_mlp
     out = getattr(model.blocks[0].mlp, "out", None)
     module = getattr(out, "original_component", None)
     width = getattr(module, "in_features", None)
