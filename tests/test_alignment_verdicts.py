@@ -156,6 +156,15 @@ def test_a_low_resource_fall_beyond_the_untrained_high_resource_fall_holds():
     assert claim["difference"] == pytest.approx(-0.4)
     assert claim["difference_ci"][1] < 0 and claim["verdict"] == "holds"
     assert claim["mean_log_ppl_change"]["low_resource_trained"] == pytest.approx(-0.5)
+    assert claim["by_group"]["low_resource_trained"]["verdict"] == "holds"  # de alone
+    assert claim["by_group"]["low_resource_untrained"]["languages"] == ["fr"]
+    # a trained low-resource language falls far, an untrained one less than the control: told apart
+    claim = _lifts(_ppl({"en": [-0.2, -0.22, -0.18, -0.2, -0.21, -0.19], "de": [-1.0] * 3 + [-1.1] * 3,
+                         "fr": [-0.05, -0.04, -0.06, -0.05, -0.05, -0.05]}))
+    assert claim["verdict"] == "holds"
+    assert claim["by_group"]["low_resource_trained"]["verdict"] == "holds"
+    assert claim["by_group"]["low_resource_untrained"]["verdict"] == "does not hold"
+    assert claim["by_group"]["low_resource_untrained"]["difference"] == pytest.approx(0.15)
     # the reverse: low-resource languages gain less than the untrained high-resource one
     claim = _lifts(_ppl({"en": STEADY, "de": [-0.1] * 3 + [-0.12] * 3, "fr": [-0.1] * 6}))
     assert claim["verdict"] == "does not hold"
@@ -198,6 +207,7 @@ def test_markdown_states_the_verdicts_and_intervals():
     text = alignment_markdown(claims, ppl, ["de"])
     assert "**holds**" in text and "**not shown**" in text
     assert "untrained high-resource (en)" in text and re.search(r"difference [+-]0\.000", text)
+    assert "low resource untrained (fr) alone: difference" in text
     assert "| fr | no | 3.000 | 2.500 | -0.500 | " in text
 
 

@@ -98,7 +98,7 @@ def _lifts_low_resource(ppl: dict[str, dict], trained: Sequence[str], low_resour
              "low_resource_mean_change": _mean([ppl[lang]["change"] for lang in low]),
              "control_mean_change": _mean([ppl[lang]["change"] for lang in control]),
              "difference": None, "difference_ci": None, "low_resource_ci": None, "control_ci": None,
-             "per_language_ci": {}, "mean_log_ppl_change": changes, "groups": groups, "reason": None}
+             "per_language_ci": {}, "by_group": {}, "mean_log_ppl_change": changes, "groups": groups, "reason": None}
     if not low:
         claim["reason"] = "no low-resource language was evaluated"
         return claim
@@ -118,6 +118,16 @@ def _lifts_low_resource(ppl: dict[str, dict], trained: Sequence[str], low_resour
         claim["difference"] = claim["low_resource_mean_change"] - claim["control_mean_change"]
         claim["difference_ci"] = _interval(low_draws - control_draws)
         claim["verdict"] = shown(claim["difference_ci"], -1)
+        # the same test for the trained and the untrained low-resource languages apart (the verdict is the pooled one)
+        for name in ("low_resource_trained", "low_resource_untrained"):
+            langs = groups[name]
+            if not langs:
+                continue
+            group_draws = torch.stack([draws[lang] for lang in langs]).mean(0) - control_draws
+            difference = changes[name] - claim["control_mean_change"]
+            ci = _interval(group_draws)
+            claim["by_group"][name] = {"languages": langs, "mean_change": changes[name], "difference": difference,
+                                       "difference_ci": ci, "verdict": shown(ci, -1)}
     return claim
 
 
@@ -193,6 +203,9 @@ def alignment_markdown(claims: dict, ppl: dict[str, dict] | None, trained: Seque
                      f"{_signed(claim['control_mean_change'])} ({_ci(claim['control_ci'], '+.3f')})"]
             if claim["difference"] is not None:
                 parts.append(f"difference {claim['difference']:+.3f} ({_ci(claim['difference_ci'], '+.3f')})")
+            for name, group in (claim.get("by_group") or {}).items():
+                parts.append(f"{name.replace('_', ' ')} ({', '.join(group['languages'])}) alone: difference "
+                             f"{group['difference']:+.3f} ({_ci(group['difference_ci'], '+.3f')}), {group['verdict']}")
             numbers = "; ".join(parts)
         reason = f"; {claim['reason']}" if claim.get("reason") else ""
         lines.append(f"- {CLAIM_TEXT[key]}: **{claim['verdict']}** on this model ({numbers}{reason}).")
