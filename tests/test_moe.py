@@ -242,3 +242,9 @@ def test_the_cli_collects_identifies_ablates_and_forces_on_experts(tmp_path, tin
     assert main(["generate", "--model", model, "--neurons", str(neurons), "--stats", str(stats), "--force-language",
                  "de", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"), "Hello"]) == 0
     assert "forced de" in capsys.readouterr().out
+
+
+def test_dense_models_record_no_experts(tiny, tiny_neurons):
+    info = model_info(tiny)
+    assert info.experts is None and not info.site.experts and "experts" not in info.to_dict()
+    assert tiny_neurons.experts is None and "experts" not in tiny_neurons.to_dict()

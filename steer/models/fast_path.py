@@ -31,6 +31,9 @@ tests/test_fast_path.py):
   (attention-logit soft-capping: no SDPA kernel), BLOOM (ALiBi) and XGLM keep their own implementation,
   which is what the bridge runs too. A hook on an attention component keeps the bridge's (eager)
   implementation for the block: some attention bridges (OPT's) compute scores and pattern only there.
+- Mixture-of-experts taps (`steer.models.experts.tapped`) act on HF modules that run with and without the
+  fast path (the experts' forward, forward hooks on the HF MoE block and router), so a MoE block runs as
+  plain HF here with its taps in place.
 
 Everything is restored on exit, also after an exception.
 """

@@ -16,6 +16,9 @@ same way (TransformerLens' ``MLPBridge``, ``GatedMLPBridge``, ``JointGateUpMLPBr
 fused gate/up, MLPs that sit on the decoder layer, parallel attention+MLP blocks alike). `SITES`
 holds explicit entries only where the bridge or the config does not tell (BLOOM's and MPT's
 activations are hard-coded, not in their configs). `REFUSED` names the architectures steer refuses, with the reason.
+A mixture-of-experts MLP (`MOE_MODEL_TYPES`: the bridge's ``MoEBridge``) has no hook point per expert
+neuron: its site is marked ``experts`` and its neurons are tapped on the HF experts
+(`steer.models.experts`); other MoE architectures are refused by name.
 To add an architecture the bridge cannot describe: add a `NeuronSite` to `SITES` naming its hook
 points and activation, and its tiny configuration to `steer.testing.ARCH_CONFIGS` (the
 parametrised proof in tests/test_architectures.py then runs on it).
