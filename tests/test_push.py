@@ -10,7 +10,8 @@ from steer.cli import main
 from steer.hooks import hook_count
 from steer.models import model_info
 from steer.push import LanguagePush
-from steer.push_training import IGNORE, PushTraining, _continuation_loss, _encode, fit_push, training_pairs
+from steer.push_training import (IGNORE, PushTraining, _continuation_loss, _encode, continuation_loss, fit_push,
+                                 training_pairs)
 
 from conftest import TEXTS
 
@@ -156,6 +157,15 @@ def test_fitting_needs_a_parallel_corpus_and_a_known_target(tiny, tiny_corpus, p
         fit_push(tiny, tiny_corpus, "de", neurons=push_neurons, training=FAST, progress=False)
     with pytest.raises(ValueError, match="the corpus has no language 'fr'"):
         fit_push(tiny, parallel, "fr", neurons=push_neurons, training=FAST, progress=False)
+
+
+def test_the_loss_with_the_head_on_labelled_rows_only_equals_the_full_one(tiny, parallel, de_push):
+    pairs = training_pairs(parallel, "de", ["en", "ja"])[:4]
+    ids, attention, labels = _encode(tiny.tokenizer, pairs, 96, spaced=True)
+    with torch.no_grad(), steer.intervene(tiny, pushes=[de_push.applied()]):
+        fast = continuation_loss(tiny, ids, attention, labels)
+        full = _continuation_loss(tiny.original_model(input_ids=ids, attention_mask=attention).logits, labels)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
 def test_pairs_come_from_the_stats_split_and_label_only_the_continuation(tiny, parallel):
