@@ -162,6 +162,8 @@ def cmd_ablate(args) -> None:
 
 
 def cmd_generate(args) -> None:
+    import contextlib
+
     import steer
     from steer._io import prepare_out
     from steer.generation import SUPPRESS, check_generate_args
@@ -176,6 +178,11 @@ def cmd_generate(args) -> None:
     push = steer.LanguagePush.load(args.push) if args.push else None
     if push is not None and args.force_language is None:
         args.force_language = push.target
+    masked = normalise_code(args.mask_experts, what="--mask-experts") if args.mask_experts else None
+    if masked is not None:
+        if stats is None:
+            raise ValueError("--mask-experts needs --stats (the routing frequencies that pick a language's experts)")
+        mask = steer.ExpertMask.for_language(stats, masked, top=args.mask_top)  # a dense model's stats: refused here
     suppress = args.suppress if args.suppress in SUPPRESS else _languages(args.suppress, "--suppress")
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
                         strength=args.strength, suppress=suppress, steps=args.steps, phase=args.phase,
@@ -188,11 +195,11 @@ def cmd_generate(args) -> None:
     if push is not None:
         push.check_model(model, what=f"language push '{args.push}'")
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
-    steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
-                             mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
-                             steps=args.steps, push=push,
-                             repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                             **common)
+    with steer.intervene(model, expert_masks=[mask]) if masked is not None else contextlib.nullcontext():
+        steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
+                                 mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
+                                 steps=args.steps, push=push, repetition_penalty=args.repetition_penalty,
+                                 no_repeat_ngram_size=args.no_repeat_ngram_size, **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
     languages = neurons.languages if neurons is not None else stats.languages if stats is not None else \
         [push.target, *push.meta.get("sources", [])] if push is not None else None
@@ -202,7 +209,9 @@ def cmd_generate(args) -> None:
                                                    plain.languages):
         print(f"prompt      : {prompt}")
         print(f"unsteered   [{base_lang}]: {base}")
-        print(f"forced {args.force_language or '-':4s} [{lang}]: {text}\n")
+        print(f"{'forced ' + (args.force_language or '-'):11s} [{lang}]: {text}" if masked is None else
+              f"forced {args.force_language or '-'}, {masked}'s experts masked [{lang}]: {text}")
+        print()
     if args.out:
         from steer._io import file_header, write_json_atomic
 
@@ -380,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--push", help="a language push folder (steer fit-push): its learned offsets force "
                           "its target instead of --mode's push")
+    generate.add_argument("--mask-experts", metavar="LANG", help="mixture-of-experts models: take the experts LANG "
+                          "is routed to most (per layer, from --stats) out of the routing")
+    generate.add_argument("--mask-top", type=positive_int, default=1, help="with --mask-experts: experts per layer (1)")
     generate.add_argument("--out")
     generate.set_defaults(func=cmd_generate)
 

@@ -242,6 +242,11 @@ def test_the_cli_collects_identifies_ablates_and_forces_on_experts(tmp_path, tin
     assert main(["generate", "--model", model, "--neurons", str(neurons), "--stats", str(stats), "--force-language",
                  "de", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"), "Hello"]) == 0
     assert "forced de" in capsys.readouterr().out
+    assert main(["generate", "--model", model, "--stats", str(stats), "--mask-experts", "ja", "--mask-top", "1",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "masked"), "Hello"]) == 0
+    assert "ja's experts masked" in capsys.readouterr().out
+    masked = json.loads((tmp_path / "masked" / "generations.json").read_text())
+    assert masked["steered"]["prompts"] == ["Hello"]
 
 
 def test_dense_models_record_no_experts(tiny, tiny_neurons):
