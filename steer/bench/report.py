@@ -248,7 +248,8 @@ def update_forced_blocks(text: str, results_dir: str | Path) -> str:
         data = json.loads((Path(results_dir) / match["file"]).read_text())
         rows = forced_sweep_table(data) if "settings" in data else forced_table(data)
         commit = (data.get("commit") or "")[:10]
-        source = (f"*From `{Path(results_dir).name}/{match['file']}`: `{data.get('command', '?')}`"
+        folder = Path(results_dir)
+        source = (f"*From `{folder.parent.name}/{folder.name}/{match['file']}`: `{data.get('command', '?')}`"
                   f"{f' at {commit}' if commit else ''}.*")
         return match.group(1) + source + "\n\n" + "\n".join(rows) + "\n" + match.group(4)
 
