@@ -233,9 +233,10 @@ def cmd_fit_push(args) -> None:
     sources = _languages(args.sources, "--sources")
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
-    if neurons is None and stats is None:
-        raise ValueError("give --stats (the default forcing neurons come from them) or --neurons")
-    (neurons if neurons is not None else stats).index(target)
+    if args.residual_layer is None:
+        if neurons is None and stats is None:
+            raise ValueError("give --stats (the default forcing neurons come from them) or --neurons")
+        (neurons if neurons is not None else stats).index(target)
     corpus = steer.load_corpus(args.corpus)
     if target not in corpus.languages:
         raise ValueError(f"--target: the corpus has no language '{target}'; it has {', '.join(corpus.languages)}")
@@ -244,9 +245,10 @@ def cmd_fit_push(args) -> None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
     if stats is not None:
         stats.check_model(model)
-    push = fit_push(model, corpus, target, neurons=neurons, stats=stats, sources=sources, training=training)
+    push = fit_push(model, corpus, target, neurons=neurons, stats=stats, sources=sources, training=training,
+                    residual_layer=args.residual_layer)
     push.save(out)
-    print(f"push for {target}: {len(push)} neurons, validation loss {push.meta['val_loss_unpushed']:.3f} -> "
+    print(f"push for {target}: {len(push)} {'neurons' if push.site == 'mlp' else 'residual dimensions'}, validation loss {push.meta['val_loss_unpushed']:.3f} -> "
           f"{push.meta['val_loss']:.3f} (step {push.meta['best_step']}, {push.meta['seconds']:.0f} s) -> {out}")
 
 
@@ -403,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--corpus", default=None, help="a parallel corpus (default: the embedded one); only its stats "
                      "split is read")
     fit.add_argument("--sources", help="languages whose openings are continued (default: all others)")
+    fit.add_argument("--residual-layer", type=int, help="instead of neurons, learn one vector added to the residual "
+                     "stream after this layer (the steering-vector baseline)")
     fit.add_argument("--steps", type=positive_int, default=60, help="most training steps (early stopping)")
     fit.add_argument("--batch-size", type=positive_int, default=6)
     fit.add_argument("--lr", type=positive_float, default=0.05)

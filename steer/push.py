@@ -3,7 +3,9 @@ target language (`steer.push_training.fit_push`), saved like every steer file an
 
 Where diffmean pushes every neuron by the same rule (strength × the difference of means), a `LanguagePush`
 holds an offset per (layer, neuron) of the target's neurons, added to the down_proj input
-act_fn(gate)·up, the same place every steer intervention acts.
+act_fn(gate)·up, the same place every steer intervention acts (`site="mlp"`). The usual steering-vector
+baseline is the same object at `site="residual"`: one vector added to the residual stream after one layer
+(`blocks.{layer}.hook_resid_post`), its "neurons" the residual dimensions.
 """
 
 from __future__ import annotations
@@ -23,26 +25,31 @@ from steer.models import check_model
 
 FORMAT = "steer.LanguagePush"
 FORMAT_VERSION = 1
+SITES = ("mlp", "residual")
 TENSORS_FILE = "push.safetensors"
 META_FILE = "push.json"
 
 
 @dataclass
 class LanguagePush:
-    """Offsets for the neurons (`layers[i]`, `neurons[i]`) of a model with `n_layers` × `d_mlp` MLP neurons,
-    fitted to move the model's output towards `target`. `meta` records the model, the neuron set, the
-    corpus, the training parameters and the learning curve."""
+    """Offsets for the units (`layers[i]`, `neurons[i]`) of a model with `n_layers` layers of `width` units at
+    `site` ("mlp": d_mlp neurons of the down_proj input; "residual": d_model dimensions of the residual stream
+    after the layer), fitted to move the model's output towards `target`. `meta` records the model, the
+    neuron set, the corpus, the training parameters and the learning curve."""
 
     target: str
     layers: Int[Tensor, " n"]
     neurons: Int[Tensor, " n"]
     offsets: Float[Tensor, " n"]
     n_layers: int
-    d_mlp: int
+    width: int
     meta: dict = field(default_factory=dict)
+    site: str = "mlp"
 
     def __post_init__(self) -> None:
         self.target = normalise_code(self.target, what="push target")
+        if self.site not in SITES:
+            raise ValueError(f"unknown push site '{self.site}' (known: {', '.join(SITES)})")
         self.layers = torch.as_tensor(self.layers).to(torch.long).reshape(-1)
         self.neurons = torch.as_tensor(self.neurons).to(torch.long).reshape(-1)
         self.offsets = torch.as_tensor(self.offsets).detach().to(torch.float32).reshape(-1)
@@ -53,8 +60,8 @@ class LanguagePush:
             raise ValueError(f"a push for '{self.target}' needs at least one neuron")
         if int(self.layers.min()) < 0 or int(self.layers.max()) >= self.n_layers:
             raise ValueError(f"a push layer is outside 0..{self.n_layers - 1}")
-        if int(self.neurons.min()) < 0 or int(self.neurons.max()) >= self.d_mlp:
-            raise ValueError(f"a push neuron index is outside 0..{self.d_mlp - 1}")
+        if int(self.neurons.min()) < 0 or int(self.neurons.max()) >= self.width:
+            raise ValueError(f"a push unit index is outside 0..{self.width - 1}")
         if not torch.isfinite(self.offsets).all():
             raise ValueError("a push holds non-finite offsets; fit it again")
 
@@ -69,8 +76,15 @@ class LanguagePush:
     def check_model(self, model, what: str = "this language push") -> None:
         """A clear error when the push was fitted on another model (shape or weights); one that records no
         model is refused too."""
-        recorded = {**self.meta.get("model", {}), "n_layers": self.n_layers, "d_mlp": self.d_mlp}
-        check_model(recorded, model, what, require_record=True)
+        from steer.models import model_info
+
+        info = model_info(model)
+        d_mlp = self.width if self.site == "mlp" else info.d_mlp  # a residual push checks d_model below
+        check_model({**self.meta.get("model", {}), "n_layers": self.n_layers, "d_mlp": d_mlp}, model, what,
+                    require_record=True)
+        if self.site == "residual" and self.width != int(model.cfg.d_model):
+            raise ValueError(f"{what} is for a residual stream of {self.width} dimensions, but '{info.name}' has "
+                             f"{int(model.cfg.d_model)}; use a push fitted on this model")
 
     def applied(self, *, scale: float = 1.0, phase: str = "all", steps: int | None = None) -> "AppliedPush":
         """This push as a `Steering` applies it (`steer.intervene(model, pushes=[push.applied(...)])`)."""
@@ -93,7 +107,8 @@ class LanguagePush:
 
     def header(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "steer_version": steer_version(),
-                "target": self.target, "n_layers": self.n_layers, "d_mlp": self.d_mlp, "n_neurons": len(self),
+                "target": self.target, "site": self.site, "n_layers": self.n_layers, "width": self.width,
+                "n_units": len(self),
                 **self.meta}
 
     @classmethod
@@ -123,10 +138,11 @@ class LanguagePush:
         missing = [name for name in ("layers", "neurons", "offsets") if name not in tensors]
         if missing:
             raise ValueError(f"'{file}' has no {missing[0]} tensor; the file is damaged: fit the push again")
-        own = ("format", "format_version", "steer_version", "target", "n_layers", "d_mlp", "n_neurons")
+        own = ("format", "format_version", "steer_version", "target", "site", "n_layers", "width", "n_units")
         try:
             push = cls(meta["target"], tensors["layers"], tensors["neurons"], tensors["offsets"], int(meta["n_layers"]),
-                       int(meta["d_mlp"]), {key: value for key, value in meta.items() if key not in own})
+                       int(meta["width"]), {key: value for key, value in meta.items() if key not in own},
+                       meta.get("site", "mlp"))
         except (KeyError, ValueError) as error:
             raise ValueError(f"'{file}' is damaged ({error}); fit the push again") from None
         if model is not None:

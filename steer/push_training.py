@@ -145,13 +145,16 @@ def fit_push(
     stats=None,
     sources: Sequence[str] | None = None,
     training: PushTraining | None = None,
+    residual_layer: int | None = None,
     progress: bool = True,
 ) -> LanguagePush:
     """Fit per-neuron offsets on `target`'s neurons that make the model continue a source-language opening in
     `target` (see the module docstring). `neurons`: the set whose `target` neurons (specific and related)
     are pushed; default `steer.generation.forcing_neurons(stats)`. `sources`: the languages whose openings
-    are continued (default: every other language of the corpus). Returns the push with the offsets of the
-    best validation loss; its `meta` records the model, neurons, corpus, settings and learning curve."""
+    are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
+    vector added to the residual stream after that layer is learned the same way (the steering-vector
+    baseline). Returns the push with the offsets of the best validation loss; its `meta` records the model,
+    neurons, corpus, settings and learning curve."""
     training = training or PushTraining()
     training.check()
     target = normalise_code(target, what="target")
@@ -162,17 +165,33 @@ def fit_push(
     missing = [lang for lang in sources if lang not in corpus.languages]
     if missing or not sources:
         raise ValueError(f"sources must be languages of the corpus other than the target; got {list(sources)}")
-    if neurons is None:
-        if stats is None:
-            raise ValueError("fit_push needs neurons, or stats to take the default forcing neurons from")
-        from steer.generation import forcing_neurons
+    info = model_info(model)
+    if info.experts is not None:
+        raise ValueError("fitting a push on a mixture-of-experts model is not supported yet (its experts' neurons "
+                         "are tapped, not hooked)")
+    if residual_layer is not None:
+        if isinstance(residual_layer, bool) or not isinstance(residual_layer, int) \
+                or not 0 <= residual_layer < info.n_layers:
+            raise ValueError(f"residual_layer must be a layer in 0..{info.n_layers - 1}, got {residual_layer!r}")
+        per_layer = {residual_layer: torch.arange(int(model.cfg.d_model))}
 
-        neurons = forcing_neurons(stats)
-    neurons.check_model(model)
-    chosen = neurons.select([target])
-    per_layer = chosen.layer_indices()
-    if not per_layer:
-        raise ValueError(f"the neuron set has no neuron for '{target}': nothing to push")
+        def hook_name(layer: int) -> str:
+            return f"blocks.{layer}.hook_resid_post"
+
+        described = {"site": "residual", "layer": residual_layer, "count": int(model.cfg.d_model)}
+    else:
+        if neurons is None:
+            if stats is None:
+                raise ValueError("fit_push needs neurons, or stats to take the default forcing neurons from")
+            from steer.generation import forcing_neurons
+
+            neurons = forcing_neurons(stats)
+        neurons.check_model(model)
+        per_layer = neurons.select([target]).layer_indices()
+        if not per_layer:
+            raise ValueError(f"the neuron set has no neuron for '{target}': nothing to push")
+        hook_name = info.site.down_input_hook
+        described = {"method": neurons.method, "params": neurons.params, "selection": f"{target}: specific and related"}
     pairs = training_pairs(corpus, target, sources, kind=training.prompt, n_words=training.prompt_words)
     paragraphs = sorted({pair.paragraph for pair in pairs})
     if len(paragraphs) < 2:
@@ -196,7 +215,6 @@ def fit_push(
         spans[layer] = slice(start, start + len(index))
         start += len(index)
     state = {"on": True}
-    site = model_info(model).site
     device = input_device(model)
 
     def hook_for(layer: int):
@@ -239,7 +257,7 @@ def fit_push(
             p.requires_grad_(False)
         hf.eval()  # no dropout: a fit is a function of its seed
         with contextlib.ExitStack() as stack:
-            stack.enter_context(attached(model, [(site.down_input_hook(layer), hook_for(layer)) for layer in per_layer]))
+            stack.enter_context(attached(model, [(hook_name(layer), hook_for(layer)) for layer in per_layer]))
             stack.enter_context(fast_path(model))
             for step in range(1, training.max_steps + 1):
                 pick = torch.randint(len(train), (training.batch_size,), generator=generator).tolist()
@@ -270,11 +288,9 @@ def fit_push(
         hf.train(was_training)
         for p, flag in frozen:
             p.requires_grad_(flag)
-    info = model_info(model)
     meta = {
         "model": info.to_dict(),
-        "neurons": {"method": neurons.method, "params": neurons.params, "count": len(indices),
-                    "selection": f"{target}: specific and related"},
+        "neurons": {**described, "count": len(indices)},
         "corpus": {"source": getattr(corpus, "source", ""), "fingerprint": corpus.fingerprint(), "split": "stats",
                    "paragraphs": len(paragraphs), "validation_paragraphs": n_val},
         "sources": list(sources),
@@ -285,7 +301,9 @@ def fit_push(
         "val_loss_unpushed": round(baseline, 5),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return LanguagePush(target, layers, indices, best["offsets"], info.n_layers, info.d_mlp, meta)
+    return LanguagePush(target, layers, indices, best["offsets"], info.n_layers,
+                        info.d_mlp if residual_layer is None else int(model.cfg.d_model), meta,
+                        "mlp" if residual_layer is None else "residual")
 
 
 def _kl_on_own_text(model, texts: list[str], generator, training: PushTraining, state: dict, logits_of) -> Tensor:

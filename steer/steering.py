@@ -230,8 +230,9 @@ class Steering:
         self.expert_masks = list(expert_masks)
         self.phase = _Phase()
         self.layer_ops = _bind(model, self.interventions, neurons, stats, self.pushes or self.expert_masks)
-        for layer, op in _bind_pushes(model, self.pushes):
-            self.layer_ops.setdefault(layer, []).append(op)
+        self.resid_ops: dict[int, list[_LayerOp]] = {}  # residual-stream pushes, per layer
+        for site, layer, op in _bind_pushes(model, self.pushes):
+            (self.layer_ops if site == "mlp" else self.resid_ops).setdefault(layer, []).append(op)
         self.layer_ops = dict(sorted(self.layer_ops.items()))
         self.experts = model_info(model).experts
         self.routers = _bind_masks(model, self.expert_masks, self.experts)
@@ -239,7 +240,8 @@ class Steering:
 
     def hooks(self):
         site = model_info(self.model).site
-        return [(site.down_input_hook(layer), self._hook(ops)) for layer, ops in sorted(self.layer_ops.items())]
+        return [(site.down_input_hook(layer), self._hook(ops)) for layer, ops in sorted(self.layer_ops.items())] + \
+            [(f"blocks.{layer}.hook_resid_post", self._hook(ops)) for layer, ops in sorted(self.resid_ops.items())]
 
     def _attached(self):
         """The hooks on the down-projection inputs (a dense MLP), or taps on the experts and routers (MoE)."""
@@ -418,8 +420,9 @@ def _bind_masks(model, masks: Sequence[ExpertMask], layout) -> dict[int, list[tu
     return routers
 
 
-def _bind_pushes(model, pushes) -> list[tuple[int, _LayerOp]]:
-    """Each learned push as per-layer add ops (its offsets × scale), after checking it was fitted on `model`."""
+def _bind_pushes(model, pushes) -> list[tuple[str, int, _LayerOp]]:
+    """Each learned push as (site, layer, add op) with its offsets × scale, after checking it was fitted on
+    `model`; site "mlp" acts on the down-projection input, "residual" on the residual stream after the layer."""
     ops = []
     for applied in pushes:
         if applied.phase not in PHASES:
@@ -428,10 +431,12 @@ def _bind_pushes(model, pushes) -> list[tuple[int, _LayerOp]]:
                                           or applied.steps < 1):
             raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {applied.steps!r}")
         applied.push.check_model(model)
+        if applied.push.site == "residual" and model_info(model).experts is not None:
+            raise ValueError("a residual-stream push on a mixture-of-experts model is not supported yet")
         for layer, (index, offsets) in applied.push.per_layer().items():
             device = layer_device(model, layer)
-            ops.append((layer, _LayerOp("add", index.to(device), (applied.scale * offsets).to(device), applied.phase,
-                                        applied.steps)))
+            ops.append((applied.push.site, layer, _LayerOp("add", index.to(device), (applied.scale * offsets).to(device),
+                                                           applied.phase, applied.steps)))
     return ops
 
 

@@ -189,3 +189,32 @@ def test_cli_fit_push_then_generate_with_it(tiny_dir, parallel, push_neurons, tm
     assert "forced de" in capsys.readouterr().out
     assert main([*argv[:-1], str(tmp_path / "corpus")]) == 2  # the output may not overlap an input
     assert "is the input" in capsys.readouterr().err
+
+
+def test_a_residual_stream_vector_is_learned_the_same_way(tiny, tiny_llama, parallel, tmp_path):
+    """The steering-vector baseline: one vector after one layer, fitted, saved and applied like a neuron push."""
+    push = fit_push(tiny, parallel, "de", residual_layer=1, training=FAST, progress=False)
+    assert push.site == "residual" and len(push) == tiny.cfg.d_model and set(push.layers.tolist()) == {1}
+    assert push.meta["val_loss"] < push.meta["val_loss_unpushed"]
+    assert _held_out_loss(tiny, parallel, push) < _held_out_loss(tiny, parallel)
+    loaded = LanguagePush.load(push.save(tmp_path / "resid"), model=tiny)
+    assert loaded.site == "residual" and torch.equal(loaded.offsets, push.offsets)
+    seen = {}
+
+    def grab(name):
+        def hook(activation):
+            seen[name] = activation.detach().clone()
+
+        return hook
+
+    ids = tiny.tokenizer("Öffnen Sie die Datei.", return_tensors="pt")["input_ids"]
+    with steer.hooks.attached(tiny, [("blocks.1.hook_resid_post", grab("base"))]), torch.no_grad():
+        tiny.original_model(input_ids=ids)
+    with steer.intervene(tiny, pushes=[push.applied()]):
+        with steer.hooks.attached(tiny, [("blocks.1.hook_resid_post", grab("pushed"))]), torch.no_grad():
+            tiny.original_model(input_ids=ids)
+    torch.testing.assert_close(seen["pushed"] - seen["base"], push.offsets.expand_as(seen["base"]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="residual_layer must be a layer in 0..3"):
+        fit_push(tiny, parallel, "de", residual_layer=9, training=FAST, progress=False)
+    with pytest.raises(ValueError, match="is for a model with 4 layers"):
+        LanguagePush.load(tmp_path / "resid", model=tiny_llama)
