@@ -304,6 +304,18 @@ def check_out_file(path: str | Path | None, is_steers, *, what: str, inputs=(), 
     return path
 
 
+def read_safetensors(path: str | Path, remedy: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """(header metadata, tensors) of a safetensors file; a missing, damaged or truncated one is a one-line error
+    naming the file and ending with `remedy` (what to do)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}, {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"cannot read '{path}' ({error}); the file is damaged or truncated: {remedy}") from None
+
+
 def is_steer_json(path: str | Path) -> bool:
     """Whether `path` is a JSON object steer wrote (it records the steer version)."""
     try:

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steer._io import atomic_file, prepare_out, steer_version, write_json_atomic
+from steer._io import atomic_file, prepare_out, read_safetensors, steer_version, write_json_atomic
 from steer.languages import normalise_code
 from steer.models import check_model
 
@@ -114,18 +114,11 @@ class LanguagePush:
     @classmethod
     def load(cls, path: str | Path, model=None) -> "LanguagePush":
         """Read a folder written by `save`; with `model`, check the push was fitted on that model."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         file = path / TENSORS_FILE if path.is_dir() else path
         if not file.is_file():
             raise ValueError(f"'{path}' holds no language push ({TENSORS_FILE}); make one with `steer fit-push`")
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                header = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"cannot read '{file}' ({error}); the file is damaged: fit the push again") from None
+        header, tensors = read_safetensors(file, "fit the push again")
         if header.get("format") != FORMAT:
             raise ValueError(f"'{file}' is not a steer language push; make one with `steer fit-push`")
         try:

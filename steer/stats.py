@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from steer._io import atomic_file, prepare_out, steer_version, write_json_atomic
+from steer._io import atomic_file, prepare_out, read_safetensors, steer_version, write_json_atomic
 from steer.languages import normalise_code, normalise_codes
 from steer.models import check_model
 
@@ -313,15 +313,8 @@ class ActivationStats:
     @classmethod
     def load_file(cls, path: str | Path) -> "ActivationStats":
         """Read one file written by `save_file`, with a clear error for a damaged or newer one."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                header = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"cannot read '{path}' ({error}); the file is damaged or truncated: recollect the stats") from None
+        header, tensors = read_safetensors(path, "recollect the stats")
         if header.get("format") != FORMAT:
             raise ValueError(f"'{path}' is not a steer stats file (no '{FORMAT}' header); run `steer collect`")
         _check_format_version(header.get("format_version"), path)
