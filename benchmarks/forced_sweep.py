@@ -1,7 +1,7 @@
 """Choose the forced-language setting on the tuning half, then measure it on the evaluation half.
 
     python benchmarks/forced_sweep.py --out DIR [--prompt prefix|sentence] [--neurons specificity:1000,lape]
-        [--modes diffmean] [--strengths 1,2] [--suppress none] [--phases all] [--steps 4,0]
+        [--modes diffmean] [--strengths 1,2] [--suppress none] [--phases all] [--steps 4,all]
         [--settings 'specificity:1000/diffmean/2/none/all/4;...'] [--sweep-prompts 3] [--shard 0/2]
         [--eval SETTING] [--eval-prompts 3] [--n-random 3] [--threads 1]
 
@@ -10,7 +10,7 @@ controls are the library's, as in the `[bench.forced]` benchmark.
 1. statistics (`steer.collect`, --max-tokens per language, with sq_sums) on the embedded model, cached in
    DIR; the neuron sets of the settings (`steer.bench.forced.neuron_set`: zhang2025, lape, specificity:K,
    each optionally @first-last layers);
-2. the sweep: each setting (neurons/mode/strength/suppress/phase/steps; steps 0 = every step) forces every
+2. the sweep: each setting (neurons/mode/strength/suppress/phase/steps; steps "all" = every step) forces every
    ordered pair of the *tuning* half, --sweep-prompts prompts per pair, each from its own paragraph (at least
    20 paragraphs per target); raw and fluent success with 95% intervals over paragraphs -> DIR/sweep-PROMPT.json;
 3. --eval SETTING (or --eval best: the sweep's best fluent setting; a one-shard run only) measures one
@@ -39,7 +39,10 @@ def parse_setting(text: str) -> dict:
     setting = dict(zip(FIELDS, values))
     setting["strength"] = float(setting["strength"])
     setting.setdefault("phase", "all")
-    setting["steps"] = int(setting["steps"]) if "steps" in setting else None
+    if "steps" in setting:
+        from steer.forcing import parse_steps
+
+        setting["steps"] = parse_steps(setting["steps"])
     return setting
 
 
@@ -63,7 +66,7 @@ def main() -> None:
     parser.add_argument("--strengths", default="2")
     parser.add_argument("--suppress", default="none")
     parser.add_argument("--phases", default="all")
-    parser.add_argument("--steps", default="4", help="comma list of new-token counts to force for (0: every one)")
+    parser.add_argument("--steps", default="4", help="comma list of new-token counts to force for ('all': every one)")
     parser.add_argument("--settings", help="instead of the product: 'neurons/mode/strength/suppress[/phase[/steps]];...'")
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep (e.g. with --eval SETTING)")
     parser.add_argument("--bars", action="store_true", help="only make the fluency bars (their units) and print them")
@@ -166,7 +169,6 @@ def main() -> None:
         return
     if chosen is None:  # the best of the sweep
         chosen = {k: rows[0][k] for k in FIELDS}
-        chosen["steps"] = 0 if chosen["steps"] is None else chosen["steps"]
     result = run.report(Setting(**chosen), per_pair=args.eval_prompts, n_random=args.n_random).to_dict()
     result.update(provenance, neurons=chosen["neurons"])
     write_json_atomic(args.out / f"eval-{args.prompt}.json", result)

@@ -19,7 +19,7 @@
 # To make the model continue in a target language, `steer.generate(..., stats=stats, force_language=target)`
 # pushes the target's neurons by strength × (their mean on target-language text − their mean on the
 # other languages), from the stats, while it predicts the first 4 new tokens (`steps`, default
-# `steer.generation.DEFAULT_STEPS`; 0 pushes at every step); the model then goes on by itself.
+# `steer.forcing.DEFAULT_STEPS`; None pushes at every step); the model then goes on by itself.
 # Optionally it also switches off other languages' neurons (keeping those the target shares). Each
 # continuation's language is then detected offline (`steer.detect_language`).
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 import steer
-from steer.generation import forcing_neurons
+from steer.forcing import forcing_neurons
 
 # Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers.
 MAX_STATS = int(os.environ.get("STEER_NB_MAX_STATS", 24))  # paragraphs per language for the statistics
@@ -69,7 +69,7 @@ def table(header, rows):
 # ## Neurons
 #
 # As in notebook 1, collect statistics on a slice of the corpus. Forcing picks its neurons from them
-# unless given others: `steer.generation.forcing_neurons(stats)`, the specificity baseline with 1,000
+# unless given others: `steer.forcing.forcing_neurons(stats)`, the specificity baseline with 1,000
 # neurons per language (on this model zhang2025 marks only tens per language, too few to push
 # without garbling the text; README, "Forced language").
 
@@ -93,7 +93,7 @@ print("targets:", targets)
 # %% [markdown]
 # ## Unsteered and forced, side by side
 #
-# Greedy decoding with the repetition controls forcing uses (`steer.generation.DEFAULT_DECODING`),
+# Greedy decoding with the repetition controls forcing uses (`steer.forcing.DEFAULT_DECODING`),
 # the same for both sides; English prompts. The unsteered model continues in English; each forced
 # column should switch to its target language.
 
@@ -137,7 +137,7 @@ table(["target", "continuations in target (forced)", "in target (unsteered)"],
 # %%
 example, target = PROMPTS[0], targets[0]
 rows = [["unsteered", "–", plain.texts[0], plain.languages[0]]]
-for mode in ("set", "add", "diffmean"):
+for mode in ("set", "additive", "diffmean"):
     out = steer.generate(model, example, stats=stats, force_language=target, mode=mode, max_new_tokens=MAX_NEW_TOKENS)
     rows.append([mode, out.settings["strength"], out.texts[0], out.languages[0]])
 display(Markdown(f"Prompt: *{example}*, target **{target}**"))

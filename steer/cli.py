@@ -30,6 +30,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def steps_arg(text: str) -> int | str:
+    """argparse type of --steps: 'all' (every step) or a whole number of at least 1."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive integer, got {text!r}")
+    return value
+
+
 def _model_options(parser, *, model: bool = True, device: str = "auto", dtype: str = "auto") -> None:
     """--model (unless the verb names its models otherwise), --device, --dtype and --device-map."""
     if model:
@@ -166,7 +179,8 @@ def cmd_generate(args) -> None:
 
     import steer
     from steer._io import prepare_out
-    from steer.generation import SUPPRESS, check_generate_args
+    from steer.forcing import DEFAULT_STEPS, SUPPRESS
+    from steer.generation import check_generate_args
     from steer.languages import normalise_code
 
     if args.out is not None:  # before generating
@@ -184,8 +198,9 @@ def cmd_generate(args) -> None:
             raise ValueError("--mask-experts needs --stats (the routing frequencies that pick a language's experts)")
         mask = steer.ExpertMask.for_language(stats, masked, top=args.mask_top)  # a dense model's stats: refused here
     suppress = args.suppress if args.suppress in SUPPRESS else _languages(args.suppress, "--suppress")
+    steps = DEFAULT_STEPS if args.steps is None else None if args.steps == "all" else args.steps
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
-                        strength=args.strength, suppress=suppress, steps=args.steps, phase=args.phase,
+                        strength=args.strength, suppress=suppress, steps=steps, phase=args.phase,
                         max_new_tokens=args.max_new_tokens, push=push)  # before the model
     model = _load(args)
     if neurons is not None:
@@ -198,7 +213,7 @@ def cmd_generate(args) -> None:
     with steer.intervene(model, expert_masks=[mask]) if masked is not None else contextlib.nullcontext():
         steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
                                  mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
-                                 steps=args.steps, push=push, repetition_penalty=args.repetition_penalty,
+                                 steps=steps, push=push, repetition_penalty=args.repetition_penalty,
                                  no_repeat_ngram_size=args.no_repeat_ngram_size, **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
     languages = neurons.languages if neurons is not None else stats.languages if stats is not None else \
@@ -370,19 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompts", nargs="+")
     _model_options(generate)
     generate.add_argument("--neurons", help="with --force-language: default, the specificity baseline from --stats "
-                          "(steer.generation.FORCING_NEURONS)")
+                          "(steer.forcing.FORCING_NEURONS)")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
-    generate.add_argument("--mode", help="with --force-language: set, add, diffmean or std (default: "
-                          "steer.generation.DEFAULT_FORCE_MODE)")
+    generate.add_argument("--mode", help="with --force-language: set, additive, diffmean or std (default: "
+                          "steer.forcing.DEFAULT_FORCE_MODE)")
     generate.add_argument("--strength", type=float, help="with --force-language (default: "
-                          "steer.generation.DEFAULT_STRENGTH of the mode)")
+                          "steer.forcing.DEFAULT_STRENGTH of the mode)")
     generate.add_argument("--suppress", default="none", help="with --force-language, whose neurons to switch off: "
                           "none (default), source (the prompt's language), others, or a comma list of languages")
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
-    generate.add_argument("--steps", type=int, help="with --force-language: stop forcing once this many new tokens "
-                          "are predicted, 0 to force every one (default: steer.generation.DEFAULT_STEPS)")
+    generate.add_argument("--steps", type=steps_arg, help="with --force-language: stop forcing once this many new "
+                          "tokens are predicted, or 'all' to force every one (default: steer.forcing.DEFAULT_STEPS)")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
                           "the unsteered side uses the same")
     generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")

@@ -150,7 +150,7 @@ def fit_push(
 ) -> LanguagePush:
     """Fit per-neuron offsets on `target`'s neurons that make the model continue a source-language opening in
     `target` (see the module docstring). `neurons`: the set whose `target` neurons (specific and related)
-    are pushed; default `steer.generation.forcing_neurons(stats)`. `sources`: the languages whose openings
+    are pushed; default `steer.forcing.forcing_neurons(stats)`. `sources`: the languages whose openings
     are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
     vector added to the residual stream after that layer is learned the same way (the steering-vector
     baseline). Returns the push with the offsets of the best validation loss; its `meta` records the model,
@@ -183,7 +183,7 @@ def fit_push(
         if neurons is None:
             if stats is None:
                 raise ValueError("fit_push needs neurons, or stats to take the default forcing neurons from")
-            from steer.generation import forcing_neurons
+            from steer.forcing import forcing_neurons
 
             neurons = forcing_neurons(stats)
         neurons.check_model(model)

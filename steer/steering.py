@@ -80,8 +80,7 @@ class Intervention:
             raise ValueError(f"unknown op '{self.op}'; use one of {', '.join(OPS)} (or deactivate/amplify)")
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
+        check_steps(self.steps)
         if self.layers is not None:
             self.layers = list(self.layers) if not isinstance(self.layers, (int, str)) else [self.layers]
             bad = [layer for layer in self.layers if isinstance(layer, bool) or not isinstance(layer, int)]
@@ -113,6 +112,15 @@ class Intervention:
         return cls(**data)
 
 
+def check_steps(steps: int | None) -> int | None:
+    """The one check of `steps`: a whole number N >= 1 (act until the N-th new token is predicted) or None (every
+    step); returns it."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        hint = " (0 no longer means every step: pass None, or 'all' on a command line)" if steps == 0 else ""
+        raise ValueError(f"steps must be a whole number of at least 1, or None for every step, got {steps!r}{hint}")
+    return steps
+
+
 def _as_list(languages) -> list[str] | None:
     return [languages] if isinstance(languages, str) else (None if languages is None else list(languages))
 
@@ -142,8 +150,7 @@ class ExpertMask:
         self.experts = clean
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase '{self.phase}'; use one of {', '.join(PHASES)}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {self.steps!r}")
+        check_steps(self.steps)
 
     @classmethod
     def for_language(cls, stats, language: str, top: int = 1, **kwargs) -> "ExpertMask":
@@ -427,9 +434,7 @@ def _bind_pushes(model, pushes) -> list[tuple[str, int, _LayerOp]]:
     for applied in pushes:
         if applied.phase not in PHASES:
             raise ValueError(f"unknown phase '{applied.phase}'; use one of {', '.join(PHASES)}")
-        if applied.steps is not None and (isinstance(applied.steps, bool) or not isinstance(applied.steps, int)
-                                          or applied.steps < 1):
-            raise ValueError(f"steps must be a whole number of at least 1 (or None: every step), got {applied.steps!r}")
+        check_steps(applied.steps)
         applied.push.check_model(model)
         if applied.push.site == "residual" and model_info(model).experts is not None:
             raise ValueError("a residual-stream push on a mixture-of-experts model is not supported yet")

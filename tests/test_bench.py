@@ -305,7 +305,7 @@ def test_demo_quick_and_knobs_set_every_size():
     assert (forced.sweep_modes, forced.n_baseline, forced.n_random) == ([], 2, 1)
     assert specs["transfer"].n_texts == 2
     sized = {name: n.params for name, n in quick.neurons.items() if "n_per_language" in n.params}
-    from steer.generation import FORCING_NEURONS
+    from steer.forcing import FORCING_NEURONS
 
     forcing = quick.neurons["forcing"]  # the demo forces with the library's default neurons, at their size
     assert sized == {"forcing": forcing.params} and {"method": forcing.method, **forcing.params} == FORCING_NEURONS

@@ -77,12 +77,15 @@ def test_the_cluster_bootstrap_resamples_paragraphs_not_continuations():
 
 
 def test_a_setting_resolves_the_defaults_and_refuses_unknown_values():
-    from steer.generation import DEFAULT_STEPS, DEFAULT_STRENGTH
+    from steer.forcing import DEFAULT_STEPS, DEFAULT_STRENGTH
 
     setting = Setting()
     assert setting.strength == DEFAULT_STRENGTH[setting.mode] and setting.steps == DEFAULT_STEPS
-    assert Setting(steps=0).to_dict()["steps"] is None  # every step
-    with pytest.raises(ValueError, match="unknown mode 'loud'"):
+    assert Setting(steps=None).to_dict()["steps"] is None and Setting(steps="all").steps is None  # every step
+    assert Setting(steps=None).name.endswith("/all") and Setting(steps=8).to_dict()["steps"] == 8
+    with pytest.raises(ValueError, match="0 no longer means every step"):
+        Setting(steps=0)
+    with pytest.raises(ValueError, match="unknown force mode 'loud'"):
         Setting(mode="loud")
     with pytest.raises(ValueError, match="unknown suppress"):
         Setting(suppress="all")
@@ -128,7 +131,7 @@ def test_forced_language_reports_every_rate_with_an_interval_and_every_control(t
         forced.generate = original
     assert again.to_dict() == result.to_dict()
     with pytest.raises(ValueError, match="a sweep cell needs at least 20 paragraphs per target"):
-        forced_language(tiny, neurons, tiny_stats, texts, n_prompts=1, n_baseline=3, n_random=0, sweep_modes=["add"],
+        forced_language(tiny, neurons, tiny_stats, texts, n_prompts=1, n_baseline=3, n_random=0, sweep_modes=["additive"],
                         sweep_n_prompts=1, max_new_tokens=3, progress=False)
 
 

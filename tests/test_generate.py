@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import steer
-from steer.generation import DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, force_language_interventions
+from steer.forcing import DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, force_language_interventions
 
 
 def test_generation_is_plain_data(tiny):
@@ -30,9 +30,15 @@ def test_force_language_plan(tiny_neurons):
     assert specs[0].languages == ["en", "ja"] and specs[0].exclude_languages == ["de"]
     assert specs[1].alpha == DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]
     assert {s.steps for s in specs} == {DEFAULT_STEPS}
-    assert {s.steps for s in force_language_interventions(tiny_neurons, "de", steps=0)} == {None}  # every step
+    assert {s.steps for s in force_language_interventions(tiny_neurons, "de", steps=None)} == {None}  # every step
     with pytest.raises(ValueError, match="unknown force mode"):
         force_language_interventions(tiny_neurons, "de", mode="shout")
+    with pytest.raises(ValueError, match=r"0 no longer means every step: pass None"):  # one convention everywhere
+        force_language_interventions(tiny_neurons, "de", steps=0)
+    with pytest.raises(ValueError, match=r"force mode 'add' is now 'additive' \(Intervention's word for it"):
+        force_language_interventions(tiny_neurons, "de", mode="add")
+    additive = force_language_interventions(tiny_neurons, "de", mode="additive")[-1]
+    assert additive.op == "add" and additive.mode == "additive"  # generate's mode is Intervention's mode
 
 
 def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons, tiny_stats):
@@ -40,7 +46,7 @@ def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons,
         steer.generate(tiny, ["Hello"], force_language="de", neurons=tiny_neurons)
     with pytest.raises(ValueError, match="prompts must be"):
         steer.generate(tiny, [])
-    from steer.generation import forcing_neurons
+    from steer.forcing import forcing_neurons
 
     kwargs = dict(force_language="de", stats=tiny_stats, max_new_tokens=4, return_logits=True, detect=False)
     default = steer.generate(tiny, ["Hello", "猫は"], **kwargs)
@@ -51,7 +57,7 @@ def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons,
     assert not torch.allclose(default.logits[0], plain.logits[0], atol=1e-4)  # the default neurons do steer
     assert default.settings["steps"] == DEFAULT_STEPS  # forcing stops after the first DEFAULT_STEPS new tokens
     longer = dict(kwargs, max_new_tokens=DEFAULT_STEPS + 2)
-    every = steer.generate(tiny, ["Hello", "猫は"], steps=0, **longer)  # 0: force every step
+    every = steer.generate(tiny, ["Hello", "猫は"], steps=None, **longer)  # None: force every step
     brief = steer.generate(tiny, ["Hello", "猫は"], **longer)
     assert every.settings["steps"] is None and {spec["steps"] for spec in every.settings["interventions"]} == {None}
     assert {spec["steps"] for spec in brief.settings["interventions"]} == {DEFAULT_STEPS}
@@ -65,7 +71,7 @@ def test_forced_language_gives_fluent_text_on_gemma(gemma):
     """At the defaults, on the evaluation half: fluent text in the target, above the unsteered rate and the same push
     on random neurons by more than the intervals' overlap (direction and margin, not a copied number)."""
     from steer.bench.forced import forced_language
-    from steer.generation import forcing_neurons
+    from steer.forcing import forcing_neurons
 
     languages = ["en", "de", "fr"]
     corpus = steer.load_corpus().subset(languages=languages, max_stats=48)
@@ -95,7 +101,7 @@ def test_suppressing_only_the_source_language_switches_off_that_language_per_pro
             assert specs == [[detected[rows[0]]]] or (detected[rows[0]] == "ja" and specs == [])
     none = steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="none",
                           max_new_tokens=4)
-    from steer.generation import DEFAULT_DECODING
+    from steer.forcing import DEFAULT_DECODING
 
     assert {k: none.settings[k] for k in DEFAULT_DECODING} == DEFAULT_DECODING  # forcing: the tuned decoding
     assert [s["op"] for s in none.settings["interventions"]] == ["add"]

@@ -68,17 +68,17 @@ def test_exactly_the_selected_columns_change(tiny, tiny_stats, handmade, op):
     torch.testing.assert_close(steered[:, cols], expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["set", "add", "diffmean"])
+@pytest.mark.parametrize("mode", ["set", "additive", "diffmean"])
 def test_forcing_a_language_leaves_the_neurons_it_shares_on(tiny, tiny_stats, handmade, mode):
     """Forcing de: en's own neurons (3, 11) are zeroed; 7 (en and de) and 20 (de alone) get the push."""
-    from steer.generation import force_language_interventions
+    from steer.forcing import force_language_interventions
 
     base = _capture(tiny)
-    specs = force_language_interventions(handmade, "de", mode=mode, strength=2.0, steps=0)  # every position
+    specs = force_language_interventions(handmade, "de", mode=mode, strength=2.0, steps=None)  # every position
     steered = _capture(tiny, steering=steer.intervene(tiny, *specs, neurons=handmade, stats=tiny_stats))
     means = tiny_stats.means()[:, 1]
     de = tiny_stats.index("de")
-    push = {"set": 2.0 * means[de], "add": 2.0 * means[de],
+    push = {"set": 2.0 * means[de], "additive": 2.0 * means[de],
             "diffmean": 2.0 * (means[de] - means[[k for k in range(3) if k != de]].mean(0))}[mode]
     assert (steered[:, [3, 11]] == 0).all()  # the other language's neurons only: off
     for shared_or_own in (7, 20):  # pushed from the unsteered value, never zeroed first

@@ -50,6 +50,8 @@ def test_installed_distribution():
     direct = dist.read_text("direct_url.json")
     if direct and json.loads(direct).get("dir_info", {}).get("editable"):
         return  # an editable install lists no package files; the wheel's are checked under `make test-wheel`
+    if Path(str(dist.locate_file(""))).resolve() == ROOT:
+        return  # the checkout's own steer_neurons.egg-info (an editable install's, found first on sys.path)
     files = {str(f) for f in dist.files or ()}
     for name in ("steer/__init__.py", "steer/bench/demo.toml", "steer/cli.py"):
         assert name in files, f"the installed distribution lacks {name}"

@@ -118,7 +118,7 @@ def test_the_file_round_trips_and_is_refused_for_another_model(tiny, tiny_llama,
 
 def test_generate_with_a_push_is_the_same_with_and_without_cache_and_batching(tiny, de_push):
     prompts = ["The cat sits on the", "Diese Funktion gibt die", "この関数は値の"]
-    kwargs = dict(max_new_tokens=4, return_logits=True, detect=False, steps=0)
+    kwargs = dict(max_new_tokens=4, return_logits=True, detect=False, steps=None)
     cached = steer.generate(tiny, prompts, push=de_push, **kwargs)
     uncached = steer.generate(tiny, prompts, push=de_push, use_cache=False, batch_size=1, **kwargs)
     assert cached.texts == uncached.texts

@@ -40,10 +40,11 @@ from steer.bench.plots import plot_forced
 from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
 from steer.bench.resample import rate_ci
-from steer.generation import (
-    DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, FORCE_MODES, SUPPRESS, forcing_decoding,
-    forcing_steps, generate,
+from steer.forcing import (
+    DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, SUPPRESS, check_mode,
+    forcing_decoding, parse_steps,
 )
+from steer.generation import generate
 from steer.langid import detect_language, top_language
 from steer.languages import Lang
 from steer.progress import progress_bar
@@ -314,29 +315,27 @@ class Setting:
     strength: float | None = None  # None: DEFAULT_STRENGTH[mode]
     suppress: str = DEFAULT_SUPPRESS
     phase: str = "all"
-    steps: int | None = None  # generate's: None → DEFAULT_STEPS, 0 → every step
+    steps: int | None = DEFAULT_STEPS  # None: every step
 
     def __post_init__(self):
-        if self.mode not in FORCE_MODES:
-            raise ValueError(f"unknown mode '{self.mode}' (known: {', '.join(FORCE_MODES)})")
+        check_mode(self.mode)
         if self.suppress not in SUPPRESS:
             raise ValueError(f"unknown suppress '{self.suppress}' (known: {', '.join(SUPPRESS)})")
         if self.phase not in ("all", "output"):
             raise ValueError(f"unknown phase '{self.phase}' (known: all, output)")
-        forcing_steps(self.steps)
+        object.__setattr__(self, "steps", parse_steps(self.steps))  # "all" (a text interface's None) too
         object.__setattr__(self, "strength", float(DEFAULT_STRENGTH[self.mode] if self.strength is None
                                                    else self.strength))
-        object.__setattr__(self, "steps", DEFAULT_STEPS if self.steps is None else self.steps)
 
     def forcing(self) -> dict:
         return dict(mode=self.mode, strength=self.strength, suppress=self.suppress, phase=self.phase, steps=self.steps)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps": forcing_steps(self.steps)}  # as Intervention.steps: None = every step
+        return asdict(self)  # steps as everywhere: None = every step
 
     @property
     def name(self) -> str:
-        return f"{self.mode}/{self.strength:g}/{self.suppress}/{self.phase}/{self.steps}"
+        return f"{self.mode}/{self.strength:g}/{self.suppress}/{self.phase}/{'all' if self.steps is None else self.steps}"
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -466,19 +465,23 @@ class ForcedRun:
 
     def _human(self, half: str, n: int, targets: Sequence[str]) -> dict[str, tuple[list[Item], dict]]:
         """Per target, (items, unit) of the true continuations of up to `n` of its paragraphs (seeded order; after
-        the prompt, cut to `max_new_tokens` tokens; paragraphs too short are skipped)."""
+        the prompt, cut to `max_new_tokens` tokens; paragraphs too short are skipped, unless none is long enough,
+        as in a tiny test corpus: then every non-empty rest, as long as it is)."""
         tokenizer = self.model.tokenizer
         chosen = {}
         for t in targets:
             texts = self.texts[half][t]
             items, truths = [], []
-            for i in _order(len(texts), "human", self.seed, t):
-                prompt = make_prompt(texts[i], self.prompt, self.prompt_words) if texts[i].strip() else ""
-                truth = true_continuation(tokenizer, texts[i], prompt, self.max_new_tokens) if prompt else None
-                if truth:
-                    items.append(Item(t, None, i, prompt))
-                    truths.append(truth)
-                if len(items) == n:
+            for need in (self.max_new_tokens, 1):  # a tiny corpus with no paragraph that long: what there is
+                for i in _order(len(texts), "human", self.seed, t):
+                    prompt = make_prompt(texts[i], self.prompt, self.prompt_words) if texts[i].strip() else ""
+                    truth = true_continuation(tokenizer, texts[i], prompt, need) if prompt else None
+                    if truth:
+                        items.append(Item(t, None, i, prompt))
+                        truths.append(truth)
+                    if len(items) == n:
+                        break
+                if items:
                     break
             chosen[t] = (items, truths)
 
@@ -673,7 +676,7 @@ class ForcedBench:
     mode: str | None = None
     strength: float | None = None
     suppress: str | None = None
-    steps: int | None = None
+    steps: int | str = DEFAULT_STEPS  # new tokens to force, or "all"
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     n_baseline: int = 100  # tuning-half paragraphs per language (at most) whose true continuations set the NLL bar
@@ -689,15 +692,18 @@ class ForcedBench:
 
     def check(self, where: str) -> None:
         for mode in [self.mode, *self.sweep_modes]:
-            if mode is not None and mode not in FORCE_MODES:
-                raise ValueError(f"{where}: unknown mode '{mode}' (known: {', '.join(FORCE_MODES)})")
+            try:
+                if mode is not None:
+                    check_mode(mode)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
         for choice in [self.suppress, *self.sweep_suppress]:
             if choice is not None and choice not in SUPPRESS:
                 raise ValueError(f"{where}: unknown suppress '{choice}' (known: {', '.join(SUPPRESS)})")
         if self.prompt not in PROMPT_KINDS:
             raise ValueError(f"{where}: unknown prompt '{self.prompt}' (known: {', '.join(PROMPT_KINDS)})")
         try:
-            forcing_steps(self.steps)
+            parse_steps(self.steps)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
@@ -730,7 +736,7 @@ def forced_language(
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
     suppress: str = DEFAULT_SUPPRESS,
-    steps: int | None = None,
+    steps: int | None = DEFAULT_STEPS,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
     n_baseline: int = 100,
@@ -759,14 +765,13 @@ def forced_language(
     `n_baseline` tuning-half paragraphs per language. The optional sweep (every mode × strength × suppress of `sweep_modes`…) reads the
     tuning half, `sweep_n_prompts` per pair (at least `sweep_min_paragraphs` per target). Every
     continuation uses the same decoding (greedy, `repetition_penalty` / `no_repeat_ngram_size`; None:
-    `steer.generation.DEFAULT_DECODING`), and every forced one the same `steps` (None:
-    `DEFAULT_STEPS`; 0: every step).
+    `steer.forcing.DEFAULT_DECODING`), and every forced one the same `steps` (None: every step).
     """
     for choice in (suppress, *sweep_suppress):
         if choice not in SUPPRESS:
             raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
-    if mode not in FORCE_MODES or any(m not in FORCE_MODES for m in sweep_modes):
-        raise ValueError(f"modes must be among {', '.join(FORCE_MODES)}")
+    for each in [mode, *sweep_modes]:
+        check_mode(each)
     setting = Setting("default", mode, strength, suppress, "all", steps)
     run = ForcedRun(model, stats, eval_texts, {"default": neurons}, languages=languages, prompt=prompt,
                     prompt_words=prompt_words, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
@@ -785,7 +790,7 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
         ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
         prompt=spec.prompt, n_prompts=spec.n_prompts, prompt_words=spec.prompt_words,
         mode=spec.mode or DEFAULT_FORCE_MODE, strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS,
-        steps=spec.steps, repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+        steps=parse_steps(spec.steps), repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
         n_baseline=spec.n_baseline, n_random=spec.n_random, seed=spec.seed, sweep_modes=spec.sweep_modes,
         sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
         sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,

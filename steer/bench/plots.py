@@ -10,7 +10,7 @@ import numpy as np
 from steer._io import atomic_file
 
 CLASS_COLORS = {"specific": "#d95f02", "related": "#7570b3", "general": "#999999"}
-MODE_MARKERS = {"set": "o", "add": "s", "diffmean": "^"}
+MODE_MARKERS = {"set": "o", "additive": "s", "diffmean": "^"}
 
 
 def _figure(width: float, height: float):
