@@ -60,13 +60,14 @@ KNOBS: dict[str, Callable[[BenchConfig, Any], None]] = {
     "transfer_texts": lambda c, v: setattr(_spec(c, "transfer"), "n_texts", v),
     "n_baseline": lambda c, v: setattr(_spec(c, "forced"), "n_baseline", v),
     "forced_random": lambda c, v: setattr(_spec(c, "forced"), "n_random", v),
+    "prompt_words": lambda c, v: setattr(_spec(c, "forced"), "prompt_words", v),
     "top_rate": _top_rate,
 }
 
 # `quick`: a tiny run for tests and smoke checks (seconds on a tiny model, minutes on the embedded one).
 QUICK = dict(max_tokens_per_language=300, n_eval=2, max_length=32, n_random=1, n_prompts=1, max_new_tokens=4,
              sweep_targets=None, sweep_modes=[], sweep_strengths=[2.0], transfer_texts=2, top_rate=0.05,
-             n_baseline=2, forced_random=1)
+             n_baseline=2, forced_random=1, prompt_words=4)  # short texts: a 4-word prompt leaves a continuation
 
 
 def demo_config(
@@ -219,7 +220,7 @@ def run_demo(
     a corpus name / path (default: the LibreOffice help). `languages`: which languages (default:
     the corpus's; with `quick`, en, de, eu where present). `knobs`: sizes, see `KNOBS`
     (max_tokens_per_language, n_eval, max_length, n_random, n_prompts, max_new_tokens,
-    sweep_targets, sweep_modes, sweep_strengths, transfer_texts, top_rate). `threads`: torch CPU
+    sweep_targets, sweep_modes, sweep_strengths, transfer_texts, top_rate, prompt_words). `threads`: torch CPU
     threads for the run (restored after); on a CPU shared with other work, 1 can be several times
     faster than the default.
     """
