@@ -24,6 +24,7 @@ The protocol (one implementation: the `[bench.forced]` benchmark, `forced_langua
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import unicodedata
@@ -308,14 +309,17 @@ class ForcedResult:
 # ---------------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class Setting:
-    """A forcing setting: `generate`'s mode/strength/suppress/phase/steps on the neuron set named `neurons`."""
+    """A forcing setting: `generate`'s mode/strength/suppress/phase/steps on the neuron set named `neurons`, or,
+    with `push`, the learned pushes of that name in the run (`ForcedRun(pushes=...)`; one per target) in place
+    of the mode's push (`strength` then scales them, default 1)."""
 
     neurons: str = "default"
     mode: str = DEFAULT_FORCE_MODE
-    strength: float | None = None  # None: DEFAULT_STRENGTH[mode]
+    strength: float | None = None  # None: DEFAULT_STRENGTH[mode] (1 for a push)
     suppress: str = DEFAULT_SUPPRESS
     phase: str = "all"
     steps: int | None = DEFAULT_STEPS  # None: every step
+    push: str | None = None
 
     def __post_init__(self):
         check_mode(self.mode)
@@ -324,18 +328,20 @@ class Setting:
         if self.phase not in ("all", "output"):
             raise ValueError(f"unknown phase '{self.phase}' (known: all, output)")
         object.__setattr__(self, "steps", parse_steps(self.steps))  # "all" (a text interface's None) too
-        object.__setattr__(self, "strength", float(DEFAULT_STRENGTH[self.mode] if self.strength is None
-                                                   else self.strength))
+        default = 1.0 if self.push is not None else DEFAULT_STRENGTH[self.mode]
+        object.__setattr__(self, "strength", float(default if self.strength is None else self.strength))
 
     def forcing(self) -> dict:
-        return dict(mode=self.mode, strength=self.strength, suppress=self.suppress, phase=self.phase, steps=self.steps)
+        mode = {} if self.push is not None else {"mode": self.mode}
+        return dict(**mode, strength=self.strength, suppress=self.suppress, phase=self.phase, steps=self.steps)
 
     def to_dict(self) -> dict:
         return asdict(self)  # steps as everywhere: None = every step
 
     @property
     def name(self) -> str:
-        return f"{self.mode}/{self.strength:g}/{self.suppress}/{self.phase}/{'all' if self.steps is None else self.steps}"
+        push = self.mode if self.push is None else f"push:{self.push}"
+        return f"{push}/{self.strength:g}/{self.suppress}/{self.phase}/{'all' if self.steps is None else self.steps}"
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -354,7 +360,8 @@ class ForcedRun:
                  languages: Sequence[str] | None = None, prompt: str = "prefix", prompt_words: int = PROMPT_WORDS,
                  max_new_tokens: int = 16, repetition_penalty: float | None = None,
                  no_repeat_ngram_size: int | None = None, n_baseline: int = 100, seed: int = 0, batch_size: int = 32,
-                 checkpoint: str | Path | None = None, reuse: Iterable[str | Path] = (), progress: bool = True):
+                 checkpoint: str | Path | None = None, reuse: Iterable[str | Path] = (), progress: bool = True,
+                 pushes: dict | None = None):
         if prompt not in PROMPT_KINDS:
             raise ValueError(f"unknown prompt kind '{prompt}' (known: {', '.join(PROMPT_KINDS)})")
         if not neuron_sets and languages is None:
@@ -376,6 +383,7 @@ class ForcedRun:
             raise ValueError(f"forcing a language needs at least 2 held-out paragraphs per language (the first half "
                              f"tunes, the second reports); {', '.join(short)} has fewer: give the corpus more eval texts")
         self.model, self.stats, self.neuron_sets, self.languages = model, stats, dict(neuron_sets), languages
+        self.pushes = {name: dict(family) for name, family in (pushes or {}).items()}  # name -> target -> push
         self.texts = {"tune": tune, "eval": evaluate}
         self.prompt, self.prompt_words, self.n_baseline, self.seed = prompt, prompt_words, n_baseline, seed
         self.max_new_tokens, self.batch_size, self.progress = max_new_tokens, batch_size, progress
@@ -427,6 +435,8 @@ class ForcedRun:
         continuation's labels (top-1 over all languages; among the run's) and scores."""
         prompts = [item.prompt for item in items]
         forced = dict(force_language=target, **setting.forcing()) if setting is not None else {}
+        if setting is not None and setting.push is not None:
+            forced["push"] = self.pushes[setting.push][target]
         g = generate(self.model, prompts, neurons=neurons, stats=self.stats, detect=False,
                      batch_size=min(self.batch_size, len(prompts)), **forced, **self.decoding)
         scores = score_continuations(self.model, g.texts, batch_size=self.batch_size)
@@ -504,7 +514,12 @@ class ForcedRun:
         targets = self._targets(targets)
         neurons = self.neuron_sets[setting.neurons] if neurons is None else neurons
         items = self.pairs(half, per_pair, targets)
-        fp = self._fingerprint(neurons)
+        if setting.push is not None:
+            missing = [t for t in targets if t not in self.pushes.get(setting.push, {})]
+            if missing:
+                raise ValueError(f"no learned push '{setting.push}' for {', '.join(missing)} in this run")
+        fp = self._fingerprint(neurons) if setting.push is None else push_fingerprint(
+            [self.pushes[setting.push][t] for t in targets])
         names = {t: f"{label}/{half}/{per_pair}/{fp}/{setting.name}/{t}" for t in targets}
         done = self._units([(names[t], lambda t=t: self._continue(items[t], t, setting, neurons)) for t in targets],
                            f"{label} {setting.name} ({half})")
@@ -574,8 +589,15 @@ class ForcedRun:
         n_own = per_pair * (len(self.languages) - 1) if n_own is None else n_own
         forced = self.forced_rows(setting, half, per_pair, targets)
         plain = self.unsteered_rows(half, per_pair, targets)
-        randoms = [self.forced_rows(setting, half, per_pair, targets, neurons=neurons.random_like(seed=random_seed + k),
-                                    label=f"random{random_seed + k}") for k in range(n_random)]
+        if setting.push is None:  # the same push on random neurons with the same per-layer counts
+            randoms = [self.forced_rows(setting, half, per_pair, targets,
+                                        neurons=neurons.random_like(seed=random_seed + k), label=f"random{random_seed + k}")
+                       for k in range(n_random)]
+        else:  # a learned push's control: pushes learned the same way on random neurons, where the run has them
+            controls = [name for name in (random_push_name(setting.push, random_seed + k) for k in range(n_random))
+                        if all(t in self.pushes.get(name, {}) for t in targets)]
+            randoms = [self.forced_rows(replace(setting, push=name), half, per_pair, targets, label=name)
+                       for name in controls]
         own = self.own_rows(half, n_own, targets)
         human = self.human_rows(half, n_own, targets)
         bar_of = self.bars()
@@ -650,6 +672,21 @@ def _mean(flags: Iterable) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def push_fingerprint(pushes) -> str:
+    """A hash of learned pushes' content (targets, sites, units, offsets)."""
+    digest = hashlib.sha256()
+    for push in pushes:
+        digest.update(f"{push.target}/{push.site}/{push.width}".encode())
+        for tensor in (push.layers, push.neurons, push.offsets):
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def random_push_name(name: str, seed: int) -> str:
+    """The name of the random-neuron control of the learned pushes `name` (fitted on `random_like(seed)`)."""
+    return f"{name}@random{seed}"
+
+
 def neuron_set(spec: str, stats):
     """A neuron set by name: 'zhang2025', 'lape', 'specificity:500' (K per language), each optionally '@first-last'
     (only those layers, specific and related classes)."""
@@ -689,8 +726,14 @@ class ForcedBench:
     sweep_targets: list[Lang] | None = None
     max_new_tokens: int = 16
     batch_size: int = 32
+    push: str = ""  # "learned": force with a LanguagePush fitted per target on `neurons` (steer.fit_push) instead
+    push_steps: int = 60  # its most training steps (early stopping on held-out stats-split paragraphs)
+    push_random: int = 1  # pushes fitted the same way on random neurons (same per-layer counts), as the control
 
     def check(self, where: str) -> None:
+        if self.push not in ("", "learned"):
+            raise ValueError(f"{where}: push must be \"\" or \"learned\", got {self.push!r}")
+        check_at_least(where, push_steps=(self.push_steps, 1), push_random=(self.push_random, 0))
         for mode in [self.mode, *self.sweep_modes]:
             try:
                 if mode is not None:
@@ -715,7 +758,10 @@ class ForcedBench:
             raise ValueError(f"{where}: repetition_penalty must be above 0 (1.0: none), got {self.repetition_penalty}")
 
     def check_corpus(self, corpus, where: str) -> None:
-        """Before the model loads: the held-out split must give both halves (tuning, reporting) a paragraph."""
+        """Before the model loads: the held-out split must give both halves (tuning, reporting) a paragraph, and
+        a learned push needs a parallel corpus to train on."""
+        if self.push and not corpus.parallel:
+            raise ValueError(f"{where}: push = \"learned\" trains on parallel text; this corpus is not parallel")
         short = [lang for lang in corpus.languages if len(corpus.eval[lang]) < 2]
         if short:
             raise ValueError(f"{where}: forcing a language needs at least 2 held-out paragraphs per language (the "
@@ -737,6 +783,8 @@ def forced_language(
     strength: float | None = None,
     suppress: str = DEFAULT_SUPPRESS,
     steps: int | None = DEFAULT_STEPS,
+    push: str | None = None,
+    pushes: dict | None = None,
     repetition_penalty: float | None = None,
     no_repeat_ngram_size: int | None = None,
     n_baseline: int = 100,
@@ -772,11 +820,11 @@ def forced_language(
             raise ValueError(f"suppress must be among {', '.join(SUPPRESS)}, got '{choice}'")
     for each in [mode, *sweep_modes]:
         check_mode(each)
-    setting = Setting("default", mode, strength, suppress, "all", steps)
+    setting = Setting("default", mode, strength, suppress, "all", steps, push)
     run = ForcedRun(model, stats, eval_texts, {"default": neurons}, languages=languages, prompt=prompt,
                     prompt_words=prompt_words, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
                     no_repeat_ngram_size=no_repeat_ngram_size, n_baseline=n_baseline, seed=seed,
-                    batch_size=batch_size, checkpoint=checkpoint, progress=progress)
+                    batch_size=batch_size, checkpoint=checkpoint, progress=progress, pushes=pushes)
     targets = run.languages if sweep_targets is None else [t for t in sweep_targets if t in run.languages]
     sweep = [run.sweep_cell(replace(setting, mode=m, strength=float(s), suppress=sup), sweep_n_prompts, targets,
                             min_paragraphs=sweep_min_paragraphs)
@@ -785,16 +833,49 @@ def forced_language(
                       sweep=sweep or None)
 
 
+def fitted_pushes(ctx: Context, neurons, training, folder: Path, targets: Sequence[str]) -> dict:
+    """target -> a LanguagePush on `neurons`, fitted on the corpus' stats split, or read from `folder/<target>`
+    when one fitted from the same model, neurons, corpus and training is there (a rerun resumes per target)."""
+    from steer.push import LanguagePush
+    from steer.push_training import fit_push
+
+    pushes = {}
+    for target in targets:
+        where = folder / target
+        wanted = {"model": ctx.keys["model"], "corpus": ctx.corpus.fingerprint(), "neurons": neuron_fingerprint(neurons),
+                  "training": asdict(training)}
+        if (where / "push.safetensors").is_file():
+            saved = LanguagePush.load(where, model=ctx.model)
+            if saved.meta.get("bench_key") == stable_hash(wanted):
+                pushes[target] = saved
+                continue
+        push = fit_push(ctx.model, ctx.corpus, target, neurons=neurons, training=training, progress=ctx.progress)
+        push.meta["bench_key"] = stable_hash(wanted)
+        push.save(where)
+        pushes[target] = push
+    return pushes
+
+
 def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
+    pushes = {}
+    if spec.push:
+        from steer.push_training import PushTraining
+
+        training = PushTraining(max_steps=spec.push_steps, seed=spec.seed)
+        neurons, folder = ctx.neurons[spec.neurons], ctx.out / f"{job.name}-pushes"
+        pushes["learned"] = fitted_pushes(ctx, neurons, training, folder / "learned", ctx.corpus.languages)
+        for k in range(spec.push_random):
+            pushes[random_push_name("learned", k)] = fitted_pushes(
+                ctx, neurons.random_like(seed=k), training, folder / f"random{k}", ctx.corpus.languages)
     result = forced_language(
         ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
         prompt=spec.prompt, n_prompts=spec.n_prompts, prompt_words=spec.prompt_words,
         mode=spec.mode or DEFAULT_FORCE_MODE, strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS,
         steps=parse_steps(spec.steps), repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
-        n_baseline=spec.n_baseline, n_random=spec.n_random, seed=spec.seed, sweep_modes=spec.sweep_modes,
+        n_baseline=spec.n_baseline, n_random=spec.push_random if spec.push else spec.n_random, seed=spec.seed, sweep_modes=spec.sweep_modes,
         sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
         sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-        checkpoint=job.checkpoint, progress=ctx.progress,
+        checkpoint=job.checkpoint, progress=ctx.progress, push="learned" if spec.push else None, pushes=pushes,
     ).to_dict()
     plot_forced(result, job.figures[0])
     result["neurons"] = spec.neurons
