@@ -218,3 +218,55 @@ def test_a_residual_stream_vector_is_learned_the_same_way(tiny, tiny_llama, para
         fit_push(tiny, parallel, "de", residual_layer=9, training=FAST, progress=False)
     with pytest.raises(ValueError, match="is for a model with 4 layers"):
         LanguagePush.load(tmp_path / "resid", model=tiny_llama)
+
+
+def test_the_forced_measurement_takes_learned_pushes_with_their_random_control(tiny, parallel, push_neurons, tmp_path):
+    """`forced_language(push=...)` forces each target with its learned push, and the control is pushes learned the
+    same way on random neurons (`random_push_name`), judged and resumed like any setting."""
+    from steer.bench.forced import forced_language, random_push_name
+
+    stats = steer.collect(tiny, parallel, batch_size=4, progress=False)
+    learned = {t: fit_push(tiny, parallel, t, neurons=push_neurons, training=FAST, progress=False) for t in TEXTS}
+    control = {t: fit_push(tiny, parallel, t, neurons=push_neurons.random_like(seed=0), training=FAST, progress=False)
+               for t in TEXTS}
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    texts = {lang: [f"{lang} tune {i} {words}" for i in range(6)] + [f"{lang} eval {i} {words}" for i in range(6)]
+             for lang in TEXTS}
+    kwargs = dict(n_prompts=1, n_baseline=3, n_random=1, max_new_tokens=3, progress=False, push="learned",
+                  pushes={"learned": learned, random_push_name("learned", 0): control})
+    result = forced_language(tiny, push_neurons, stats, texts, checkpoint=tmp_path / "units.json", **kwargs)
+    assert result.setting["push"] == "learned" and result.setting["strength"] == 1.0
+    assert result.random is not None and result.random.n == result.n and len(result.random_per_seed) == 1
+    diffmean = forced_language(tiny, push_neurons, stats, texts, n_prompts=1, n_baseline=3, n_random=0,
+                               max_new_tokens=3, progress=False)
+    assert [r["continuation"] for r in result.continuations] != [r["continuation"] for r in diffmean.continuations]
+    with pytest.raises(ValueError, match="no learned push 'learned' for ja"):
+        forced_language(tiny, push_neurons, stats, texts, **{**kwargs, "pushes": {"learned": {"en": learned["en"],
+                                                                                            "de": learned["de"]}}})
+
+
+def test_bench_forced_with_learned_pushes_fits_once_per_target_and_resumes(tiny_dir, tmp_path, monkeypatch):
+    import steer.push_training as training
+    from steer.bench import run_bench
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    for lang, lines in TEXTS.items():
+        (texts / f"{lang}.txt").write_text("\n".join(f"{line} {words}" for line in lines * 6) + "\n", encoding="utf-8")
+    config = tmp_path / "bench.toml"
+    config.write_text(f'[model]\nname = "{tiny_dir}"\n[corpus]\nsource = "{texts}"\n[stats]\nmax_tokens_per_language = 300\n'
+                      '[neurons.s]\nmethod = "specificity"\nn_per_language = 16\n'
+                      '[bench.forced]\npush = "learned"\npush_steps = 2\npush_random = 1\nn_prompts = 1\n'
+                      'n_baseline = 2\nmax_new_tokens = 3\n')
+    fits = []
+    real = training.fit_push
+    monkeypatch.setattr(training, "fit_push", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
+    result = run_bench(config, tmp_path / "out", progress=False)["forced"]
+    assert sorted(fits) == sorted(list(TEXTS) * 2)  # each target: the learned push and its random-neuron control
+    assert result["setting"]["push"] == "learned" and result["random"] is not None
+    assert (tmp_path / "out" / "forced-pushes" / "learned" / "de" / "push.safetensors").is_file()
+    (tmp_path / "out" / "forced.json").unlink()  # redo the benchmark: the pushes are read back, not fitted again
+    fits.clear()
+    again = run_bench(config, tmp_path / "out", progress=False)["forced"]
+    assert fits == [] and again["fluent_success"] == result["fluent_success"]
