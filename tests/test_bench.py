@@ -417,3 +417,14 @@ def test_the_benchmark_configs_in_benchmarks_load():
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ["generalise.toml", "push.toml"])
+def test_benchmark_configs_load_and_force_with_the_library_default_neurons(name):
+    """The configs under benchmarks/ are valid, and their forcing neurons are the library's default."""
+    from steer.forcing import FORCING_NEURONS
+
+    config = load_config(Path(__file__).resolve().parent.parent / "benchmarks" / name)
+    forcing = config.neurons["forcing"]
+    assert {"method": forcing.method, **forcing.params} == FORCING_NEURONS
+    assert any(entry.kind == "forced" and entry.spec.neurons == "forcing" for entry in config.benchmarks)
