@@ -35,12 +35,9 @@ def steps_arg(text: str) -> int | str:
     if text.strip().lower() == "all":
         return "all"
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 'all' or a positive integer, got {text!r}")
-    return value
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive integer, got {text!r}") from None
 
 
 def _model_options(parser, *, model: bool = True, device: str = "auto", dtype: str = "auto") -> None:

@@ -54,6 +54,25 @@ def _held_out_loss(model, corpus, push=None) -> float:
     return float(_continuation_loss(logits, labels))
 
 
+def _change_at(model, hook_point: str, applied) -> torch.Tensor:
+    """How `applied` (a push as steered) changes the activation at `hook_point` on a short German text."""
+    seen = {}
+
+    def grab(name):
+        def hook(activation):
+            seen[name] = activation.detach().clone()
+
+        return hook
+
+    ids = model.tokenizer("Öffnen Sie die Datei.", return_tensors="pt")["input_ids"]
+    with steer.hooks.attached(model, [(hook_point, grab("base"))]), torch.no_grad():
+        model.original_model(input_ids=ids)
+    with steer.intervene(model, pushes=[applied]):
+        with steer.hooks.attached(model, [(hook_point, grab("pushed"))]), torch.no_grad():
+            model.original_model(input_ids=ids)
+    return seen["pushed"] - seen["base"]
+
+
 def test_a_fitted_push_makes_held_out_target_text_more_likely(tiny, parallel, de_push):
     """Trained on the stats split only, the push lowers the loss of German continuations of held-out paragraphs."""
     curve = de_push.meta["curve"]
@@ -79,22 +98,7 @@ def test_fitting_changes_only_the_offsets_and_is_a_function_of_its_seed(tiny, pa
 def test_the_push_acts_on_its_neurons_only(tiny, de_push):
     """Under the push the down_proj input changes by exactly the offsets at the pushed (layer, neuron)s."""
     layer, (index, offsets) = next(iter(de_push.per_layer().items()))
-    site = model_info(tiny).site
-    seen = {}
-
-    def grab(name):
-        def hook(activation):
-            seen[name] = activation.detach().clone()
-
-        return hook
-
-    ids = tiny.tokenizer("Öffnen Sie die Datei.", return_tensors="pt")["input_ids"]
-    with steer.hooks.attached(tiny, [(site.down_input_hook(layer), grab("base"))]), torch.no_grad():
-        tiny.original_model(input_ids=ids)
-    with steer.intervene(tiny, pushes=[de_push.applied(scale=2.0)]):
-        with steer.hooks.attached(tiny, [(site.down_input_hook(layer), grab("pushed"))]), torch.no_grad():
-            tiny.original_model(input_ids=ids)
-    delta = seen["pushed"] - seen["base"]
+    delta = _change_at(tiny, model_info(tiny).site.down_input_hook(layer), de_push.applied(scale=2.0))
     torch.testing.assert_close(delta[..., index], (2.0 * offsets).expand_as(delta[..., index]))
     others = torch.ones(delta.shape[-1], dtype=torch.bool)
     others[index] = False
@@ -199,21 +203,8 @@ def test_a_residual_stream_vector_is_learned_the_same_way(tiny, tiny_llama, para
     assert _held_out_loss(tiny, parallel, push) < _held_out_loss(tiny, parallel)
     loaded = LanguagePush.load(push.save(tmp_path / "resid"), model=tiny)
     assert loaded.site == "residual" and torch.equal(loaded.offsets, push.offsets)
-    seen = {}
-
-    def grab(name):
-        def hook(activation):
-            seen[name] = activation.detach().clone()
-
-        return hook
-
-    ids = tiny.tokenizer("Öffnen Sie die Datei.", return_tensors="pt")["input_ids"]
-    with steer.hooks.attached(tiny, [("blocks.1.hook_resid_post", grab("base"))]), torch.no_grad():
-        tiny.original_model(input_ids=ids)
-    with steer.intervene(tiny, pushes=[push.applied()]):
-        with steer.hooks.attached(tiny, [("blocks.1.hook_resid_post", grab("pushed"))]), torch.no_grad():
-            tiny.original_model(input_ids=ids)
-    torch.testing.assert_close(seen["pushed"] - seen["base"], push.offsets.expand_as(seen["base"]), atol=1e-5, rtol=1e-5)
+    delta = _change_at(tiny, "blocks.1.hook_resid_post", push.applied())
+    torch.testing.assert_close(delta, push.offsets.expand_as(delta), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="residual_layer must be a layer in 0..3"):
         fit_push(tiny, parallel, "de", residual_layer=9, training=FAST, progress=False)
     with pytest.raises(ValueError, match="is for a model with 4 layers"):
