@@ -44,7 +44,7 @@ class DeltaPPLBench:
 
     neurons: str = ""
     variants: list[str] = field(default_factory=lambda: ["specific+related"])
-    n_texts: int | None = None
+    n_texts: int | None = 24  # None: every held-out text of the run
     max_length: int = 128
     batch_size: int = 8
     n_random: int = 3

@@ -41,8 +41,9 @@ class Context:
     cache: dict = field(default_factory=dict)  # results shared between benchmarks of one run
 
     def eval_texts(self, n_texts: int | None) -> dict[str, list[str]]:
-        n = n_texts or self.config.corpus.n_eval
-        return {lang: list(self.corpus.eval[lang][:n]) for lang in self.corpus.languages}
+        """The first `n_texts` held-out texts per language (None: all the run has; `[corpus] n_eval` trims them
+        for every benchmark)."""
+        return {lang: list(self.corpus.eval[lang][:n_texts]) for lang in self.corpus.languages}
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def _load_corpus(config: BenchConfig, corpus=None):
         corpus = load_corpus(source, progress=False)
     config.check_languages(list(corpus.languages))
     languages = config.corpus.languages or list(corpus.languages)
-    corpus = corpus.subset(languages, max_stats=config.corpus.max_stats)
+    corpus = corpus.subset(languages, max_stats=config.corpus.max_stats, max_eval=config.corpus.n_eval)
     for entry in config.benchmarks:  # what a benchmark needs of the corpus (e.g. enough held-out text)
         check = getattr(entry.spec, "check_corpus", None)
         if check is not None:

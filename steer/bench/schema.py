@@ -9,7 +9,7 @@ benchmarks to run with their sizes (see the demo's, `steer/bench/demo.toml`)::
     [corpus]
     source = "libreoffice"           # or a corpus folder, a folder of <lang>.txt, a .jsonl
     languages = ["en", "de", "fr"]   # default: all of the corpus
-    n_eval = 24                      # eval texts per language for the perplexity benchmarks
+    n_eval = 40                      # held-out paragraphs per language every benchmark may read (default: all)
 
     [stats]                          # collect on the stats split ...
     max_tokens_per_language = 15000
@@ -162,12 +162,12 @@ class CorpusConfig:
     source: str = "libreoffice"
     languages: list[Lang] | None = None
     max_stats: int | None = None
-    n_eval: int = 24
+    n_eval: int | None = None  # held-out paragraphs per language, for every benchmark (None: all of them)
 
     def check(self, where: str) -> None:
         if self.languages is not None and len(self.languages) < 2:
             raise ValueError(f"{where}: languages must list at least two language codes")
-        if self.n_eval < 1:
+        if self.n_eval is not None and self.n_eval < 1:
             raise ValueError(f"{where}: n_eval must be at least 1")
         check_at_least(where, max_stats=(self.max_stats, 1))
 

@@ -34,7 +34,7 @@ class TransferBench:
     high_resource: list[Lang] | None = None
     factor: float = 2.0
     n_random: int = 1
-    n_texts: int | None = None
+    n_texts: int | None = 24  # None: every held-out text of the run
     max_length: int = 128
     batch_size: int = 8
 
