@@ -270,11 +270,16 @@ def test_collect_leaves_no_hooks_and_restores_attention(tiny):
 
 @pytest.mark.integration
 def test_gemma_batched_counts_equal_single(gemma):
+    """Padding never counts: the same tokens, and the same activity up to float32 rounding. A padded batch runs
+    other kernel shapes than one text alone, so an activation within rounding of 0 can land on the other side
+    (measured: 5 of 110,592 counts, by 1, on de/ja/km); a padding bug moves thousands."""
     corpus = steer.load_corpus().subset(languages=["de", "ja", "km"], max_stats=4)
     batched = steer.collect(gemma, corpus, batch_size=4, progress=False)
     single = steer.collect(gemma, corpus, batch_size=1, progress=False)
     assert torch.equal(batched.tokens, single.tokens)
-    assert torch.equal(batched.active, single.active)
+    differ = (batched.active - single.active).abs()
+    assert int(differ.max()) <= 1 and int((differ > 0).sum()) <= 1e-4 * differ.numel(), int((differ > 0).sum())
+    torch.testing.assert_close(batched.sums, single.sums, atol=1e-2, rtol=1e-3)
 
 
 def test_stds_are_the_population_standard_deviation_per_language():
