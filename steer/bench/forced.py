@@ -520,28 +520,29 @@ class ForcedRun:
                 raise ValueError(f"no learned push '{setting.push}' for {', '.join(missing)} in this run")
         fp = self._fingerprint(neurons) if setting.push is None else push_fingerprint(
             [self.pushes[setting.push][t] for t in targets])
-        names = {t: f"{label}/{half}/{per_pair}/{fp}/{setting.name}/{t}" for t in targets}
-        done = self._units([(names[t], lambda t=t: self._continue(items[t], t, setting, neurons)) for t in targets],
-                           f"{label} {setting.name} ({half})")
-        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+        return self._judged(items, {t: f"{label}/{half}/{per_pair}/{fp}/{setting.name}/{t}" for t in targets},
+                            lambda t: self._continue(items[t], t, setting, neurons), f"{label} {setting.name} ({half})")
+
+    def _judged(self, items: dict[str, list[Item]], names: dict[str, str], compute: Callable[[str], dict],
+                desc: str) -> dict[str, list[dict]]:
+        """Per target, the judged rows of the unit `names[target]` over `items[target]` (`compute(target)` makes a
+        unit not yet done)."""
+        done = self._units([(name, lambda t=t: compute(t)) for t, name in names.items()], desc)
+        return {t: self._rows(items[t], done[name], t) for t, name in names.items()}
 
     def unsteered_rows(self, half: str, per_pair: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
         """Per target, the same items as `forced_rows`, continued without steering."""
         targets = self._targets(targets)
         items = self.pairs(half, per_pair, targets)
-        names = {t: f"unsteered/{half}/{per_pair}/{t}" for t in targets}
-        done = self._units([(names[t], lambda t=t: self._continue(items[t], None, None, None)) for t in targets],
-                           f"unsteered ({half})")
-        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+        return self._judged(items, {t: f"unsteered/{half}/{per_pair}/{t}" for t in targets},
+                            lambda t: self._continue(items[t], None, None, None), f"unsteered ({half})")
 
     def own_rows(self, half: str, n: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
         """Own-text ceiling: per target, the unsteered continuations of `n` prompts written in it."""
         targets = self._targets(targets)
         items = own_paragraphs(self.texts[half], targets, n, self.seed, kind=self.prompt, n_words=self.prompt_words)
-        names = {t: f"own/{half}/{n}/{t}" for t in targets}
-        done = self._units([(names[t], lambda t=t: self._continue(items[t], None, None, None)) for t in targets],
-                           f"own text ({half})")
-        return {t: self._rows(items[t], done[names[t]], t) for t in targets}
+        return self._judged(items, {t: f"own/{half}/{n}/{t}" for t in targets},
+                            lambda t: self._continue(items[t], None, None, None), f"own text ({half})")
 
     def human_rows(self, half: str, n: int, targets: Sequence[str] | None = None) -> dict[str, list[dict]]:
         """Human-text ceiling: per target, the true continuations of up to `n` paragraphs written in it (after the

@@ -127,21 +127,15 @@ class _Tree:
 
     def block_ancestors(self, module: nn.Module) -> set[int]:
         """Every TransformerLens block bridge above `module`."""
-        found: set[int] = set()
-        seen: set[int] = set()
-        stack = list(self.parents.get(id(module), []))
-        while stack:
-            parent = stack.pop()
-            if id(parent) in seen:
-                continue
-            seen.add(id(parent))
-            if isinstance(parent, BlockBridge):
-                found.add(id(parent))
-            stack.extend(self.parents.get(id(parent), []))
-        return found
+        return self._ancestors(module, lambda parent: isinstance(parent, BlockBridge), beyond=True)
 
     def bridge_ancestors(self, module: nn.Module) -> set[int]:
         """The nearest bridge components above `module` (through plain HF modules)."""
+        return self._ancestors(module, lambda parent: _original(parent) is not None, beyond=False)
+
+    def _ancestors(self, module: nn.Module, wanted, *, beyond: bool) -> set[int]:
+        """The ids of the modules above `module` for which `wanted` holds; with `beyond`, the walk goes on past
+        them, else it stops at the first on each path."""
         found: set[int] = set()
         seen: set[int] = set()
         stack = list(self.parents.get(id(module), []))
@@ -150,9 +144,10 @@ class _Tree:
             if id(parent) in seen:
                 continue
             seen.add(id(parent))
-            if _original(parent) is not None:
+            hit = wanted(parent)
+            if hit:
                 found.add(id(parent))
-            else:
+            if beyond or not hit:
                 stack.extend(self.parents.get(id(parent), []))
         return found
 
