@@ -270,6 +270,8 @@ def cmd_bench(args) -> None:
     from steer.bench.schema import load_config
 
     config = load_config(args.config or args.config_option)
+    if args.only is not None:
+        config = config.only([name.strip() for name in args.only.split(",") if name.strip()])
     prepare_out(args.out, "bench", inputs=config_inputs(config))  # before loading anything
     for field in ("device", "dtype", "device_map"):  # the command line overrides the TOML's [model]
         if getattr(args, field) is not None:
@@ -305,10 +307,12 @@ def cmd_demo(args) -> None:
     import steer
     from steer._io import prepare_out
     from steer.bench.demo import run_demo
+    from steer.provenance import command_line
 
     prepare_out(args.out, "demo", inputs=[args.corpus, _local(args.model)])  # before loading anything
     corpus = steer.load_corpus(args.corpus) if args.corpus else None  # default: the LibreOffice help
-    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args), corpus=corpus)
+    summary = run_demo(Path(args.out), quick=args.quick, threads=args.threads, model=_load(args), corpus=corpus,
+                       command=command_line(["steer", *args.argv], program="steer"))
     print(f"report -> {Path(args.out) / 'report.md'}")
     for key in ("diagonal_mean_delta_logppl", "offdiagonal_mean_delta_logppl", "random_control_mean_delta_logppl",
                 "forced_language_success"):
@@ -435,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config", dest="config_option", metavar="CONFIG", help="the same, as an option")
     bench.add_argument("--out", required=True)
     bench.add_argument("--threads", type=positive_int, help="torch threads (1 is faster on a loaded machine)")
+    bench.add_argument("--only", metavar="NAMES", help="run only these benchmarks of the config (comma-separated names)")
     _model_options(bench, model=False, device=None, dtype=None)  # None: the TOML's [model] (default auto)
     bench.set_defaults(func=cmd_bench)
 
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was asked for, recorded by result files
     debug = args.debug or os.environ.get("STEER_DEBUG", "") not in ("", "0")
     try:
         args.func(args)

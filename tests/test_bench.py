@@ -400,6 +400,8 @@ def test_run_demo_quick_writes_summary_and_report(tmp_path, bench_model_dir):
         saved = json.loads((out / f"{name}.json").read_text())
         assert saved["config_hash"] and saved["meta"]["model"]["weights_hash"] and saved["meta"]["steer_version"]
     assert on_disk["meta"]["model"]["n_layers"] == 4
+    assert on_disk["command"] == f"steer.bench.run_demo({str(out)!r}, quick=True, model={str(bench_model_dir)!r}, " \
+        "corpus=Corpus)" and "commit" in on_disk  # called from Python: the call, and the checkout's commit
     assert summary["resumed"] == []
     # a rerun on the same folder redoes nothing
     again = run_demo(out, quick=True, model=bench_model_dir, corpus=corpus, progress=False)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from steer.cli import main
+from steer.provenance import git_commit
 
 from conftest import TEXTS
 
@@ -121,7 +122,7 @@ def _header(data: dict) -> None:
     assert data["model"]["weights_hash"], data["model"]
 
 
-def test_bench_on_a_text_dir_corpus(tmp_path, text_dir, tiny_dir, one_thread):
+def test_bench_on_a_text_dir_corpus(tmp_path, text_dir, tiny_dir, one_thread, capsys):
     config = tmp_path / "bench.toml"
     config.write_text(
         f'[model]\nname = "{tiny_dir}"\n[corpus]\nsource = "{text_dir}"\nn_eval = 1\n'
@@ -137,6 +138,12 @@ def test_bench_on_a_text_dir_corpus(tmp_path, text_dir, tiny_dir, one_thread):
         assert saved["meta"]["model"]["n_layers"] == 4 and (out / f"{name}.png").exists()
     assert (out / "report.md").exists() and (out / "stats" / "stats.json").exists()
     assert json.loads((out / "neurons" / "z.json").read_text())["meta"]["model"]["name"] == tiny_dir.name
+    only = tmp_path / "only"  # --only runs the benchmarks named, nothing else
+    assert main(["bench", str(config), "--only", "layers", "--out", str(only), "--threads", "1"]) == 0
+    assert (only / "layers.json").exists() and not (only / "delta_ppl.json").exists()
+    assert main(["bench", str(config), "--only", "layers,transfer", "--out", str(tmp_path / "none")]) == 2
+    assert "no benchmark named 'transfer' in the config (defined: delta_ppl, layers)" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_compare_writes_its_header(tmp_path, tiny_neurons, capsys):
@@ -180,6 +187,8 @@ def test_demo_quick_on_the_tiny_model(tmp_path, text_dir, tiny_dir, one_thread, 
     _header(summary["meta"])
     assert summary["meta"]["model"]["name"] == tiny_dir.name and summary["languages"] == ["en", "de", "eu"]
     assert summary["skipped"] == [] and "transfer" in summary
+    assert summary["command"] == f"steer demo --quick --model {tiny_dir} --corpus {text_dir} --threads 1 --out {out}"
+    assert summary["commit"] == git_commit()  # this checkout's HEAD (None from an installed wheel)
     assert (out / "report.md").exists() and "diagonal_mean_delta_logppl" in capsys.readouterr().out
     for name in ("delta_ppl", "forced", "transfer", "layers"):
         _header(json.loads((out / f"{name}.json").read_text())["meta"])

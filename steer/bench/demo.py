@@ -25,6 +25,7 @@ from steer.bench.schema import BenchConfig, load_config, recheck
 from steer.corpus import Corpus, load_corpus
 from steer.languages import LOW_RESOURCE
 from steer.models import model_info
+from steer.provenance import provenance
 
 QUICK_LANGUAGES = ("en", "de", "eu")
 
@@ -211,6 +212,7 @@ def run_demo(
     languages: Sequence[str] | None = None,
     progress: bool = True,
     threads: int | None = None,
+    command: str | None = None,
     **knobs,
 ) -> dict:
     """Run the demo into `out`; returns the summary (also written to `out/summary.json`).
@@ -222,9 +224,12 @@ def run_demo(
     (max_tokens_per_language, n_eval, max_length, n_random, n_prompts, max_new_tokens,
     sweep_targets, sweep_modes, sweep_strengths, transfer_texts, top_rate, prompt_words). `threads`: torch CPU
     threads for the run (restored after); on a CPU shared with other work, 1 can be several times
-    faster than the default.
+    faster than the default. `command`: how the run was asked for, recorded in the summary with the commit
+    of the checkout steer runs from (`steer.provenance`); default: this call, written as Python.
     """
     started = time.perf_counter()
+    command = command or _call_text(out, quick=quick, model=model, corpus=corpus, languages=languages,
+                                    threads=threads, **knobs)
     sources = [src for src in (corpus, model) if isinstance(src, (str, Path))]
     out = prepare_out(out, "demo", inputs=sources, option="out")  # before loading anything
     if corpus is not None and not isinstance(corpus, Corpus):
@@ -250,9 +255,20 @@ def run_demo(
     summary["resumed"] = list(stages.resumed)
     summary["skipped"] = skipped
     summary["meta"] = result_meta(ctx)
+    summary.update(provenance(command))
     write_json_atomic(out / "summary.json", summary)
     write_report(out, [summary_section(summary)] + sections(config, results), title=config.title, preamble=preamble(ctx))
     return summary
+
+
+def _call_text(out, **given) -> str:
+    """A run_demo call as Python text: `out` and the arguments given (objects other than paths by their type)."""
+    def shown(value) -> str:
+        value = str(value) if isinstance(value, Path) else value
+        return repr(value) if isinstance(value, (str, int, float, list, tuple)) else type(value).__name__
+
+    args = [shown(out)] + [f"{key}={shown(value)}" for key, value in given.items() if value is not None and value is not False]
+    return f"steer.bench.run_demo({', '.join(args)})"
 
 
 def _skip_transfer_without_low_resource(config: BenchConfig, corpus) -> list[str]:

@@ -36,7 +36,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from steer.bench._common import check_at_least
 from steer.bench.registry import benchmarks, get
@@ -318,6 +318,16 @@ class BenchConfig:
                 if unknown:
                     raise ValueError(f"[bench.{entry.kind}] {entry.name}: {name} names {unknown}, not among the "
                                      f"run's languages ({', '.join(languages)})")
+
+    def only(self, names: Sequence[str]) -> "BenchConfig":
+        """The same config with only the benchmarks `names` names (kept in the config's order; their results and
+        keys are those of a full run); a name the config does not define is a one-line error."""
+        defined = [entry.name for entry in self.benchmarks]
+        unknown = [name for name in names if name not in defined]
+        if unknown or not names:
+            raise ValueError(f"no benchmark named '{unknown[0] if unknown else ''}' in the config (defined: "
+                             f"{', '.join(defined)})")
+        return dataclasses.replace(self, benchmarks=[entry for entry in self.benchmarks if entry.name in names])
 
     def to_dict(self) -> dict:
         bench: dict[str, list] = {}
