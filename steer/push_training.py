@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Int
@@ -27,6 +27,7 @@ from steer.models import decoder, input_device, model_info
 from steer.models.fast_path import fast_path
 from steer.neurons import NeuronSet
 from steer.progress import progress_bar
+from steer.prompts import make_prompt
 from steer.push import LanguagePush
 from steer.scoring import unembed
 from steer.tokens import right_pad
@@ -86,8 +87,6 @@ def training_pairs(corpus, target: str, sources: Sequence[str], *, kind: str = "
                    n_words: int = 8) -> list[Pair]:
     """Every (paragraph, source) pair of the corpus' stats split: the opening of paragraph i in the source,
     the rest of paragraph i in the target (after the target's own opening). Needs a parallel corpus."""
-    from steer.bench.forced import make_prompt
-
     if not getattr(corpus, "parallel", False):
         raise ValueError("fitting a push needs a parallel corpus (paragraph i the same text in every language)")
     pairs = []
@@ -147,6 +146,7 @@ def fit_push(
     training: PushTraining | None = None,
     residual_layer: int | None = None,
     progress: bool = True,
+    on_eval: Callable[[int, LanguagePush], None] | None = None,
 ) -> LanguagePush:
     """Fit per-neuron offsets on `target`'s neurons that make the model continue a source-language opening in
     `target` (see the module docstring). `neurons`: the set whose `target` neurons (specific and related)
@@ -154,7 +154,8 @@ def fit_push(
     are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
     vector added to the residual stream after that layer is learned the same way (the steering-vector
     baseline). Returns the push with the offsets of the best validation loss; its `meta` records the model,
-    neurons, corpus, settings and learning curve."""
+    neurons, corpus, settings and learning curve. `on_eval(step, push)`, if given, receives the push as it
+    stands at each validation (a learning curve in success, not only in loss, needs those snapshots)."""
     training = training or PushTraining()
     training.check()
     target = normalise_code(target, what="target")
@@ -229,6 +230,20 @@ def fit_push(
 
         return hook
 
+    common = {  # what every push of this fit records
+        "model": info.to_dict(),
+        "neurons": {**described, "count": len(indices)},
+        "corpus": {"source": getattr(corpus, "source", ""), "fingerprint": corpus.fingerprint(), "split": "stats",
+                   "paragraphs": len(paragraphs), "validation_paragraphs": n_val},
+        "sources": list(sources),
+        "training": asdict(training),
+    }
+
+    def make_push(values: Tensor, meta: dict) -> LanguagePush:
+        return LanguagePush(target, layers, indices, values, info.n_layers,
+                            info.d_mlp if residual_layer is None else int(model.cfg.d_model), meta,
+                            "mlp" if residual_layer is None else "residual")
+
     optimizer = torch.optim.Adam([offsets], lr=training.lr)
     hf = model.original_model
     frozen = [(p, p.requires_grad) for p in hf.parameters()]
@@ -274,6 +289,9 @@ def fit_push(
                 if step % training.eval_every == 0 or step == training.max_steps:
                     current = val_loss()
                     curve.append({"step": step, "train_loss": round(loss.item(), 5), "val_loss": round(current, 5)})
+                    if on_eval is not None:
+                        on_eval(step, make_push(offsets.detach().clone(), {**common, "step": step,
+                                                                          "val_loss": round(current, 5)}))
                     if current < best["val_loss"]:
                         best = {"val_loss": current, "offsets": offsets.detach().clone(), "step": step}
                         stale = 0
@@ -288,22 +306,9 @@ def fit_push(
         hf.train(was_training)
         for p, flag in frozen:
             p.requires_grad_(flag)
-    meta = {
-        "model": info.to_dict(),
-        "neurons": {**described, "count": len(indices)},
-        "corpus": {"source": getattr(corpus, "source", ""), "fingerprint": corpus.fingerprint(), "split": "stats",
-                   "paragraphs": len(paragraphs), "validation_paragraphs": n_val},
-        "sources": list(sources),
-        "training": asdict(training),
-        "curve": curve,
-        "best_step": best["step"],
-        "val_loss": round(best["val_loss"], 5),
-        "val_loss_unpushed": round(baseline, 5),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return LanguagePush(target, layers, indices, best["offsets"], info.n_layers,
-                        info.d_mlp if residual_layer is None else int(model.cfg.d_model), meta,
-                        "mlp" if residual_layer is None else "residual")
+    meta = {**common, "curve": curve, "best_step": best["step"], "val_loss": round(best["val_loss"], 5),
+            "val_loss_unpushed": round(baseline, 5), "seconds": round(time.perf_counter() - started, 2)}
+    return make_push(best["offsets"], meta)
 
 
 def _kl_on_own_text(model, texts: list[str], generator, training: PushTraining, state: dict, logits_of) -> Tensor:

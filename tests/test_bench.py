@@ -15,7 +15,7 @@ from steer.bench import (
     write_compare_report,
 )
 from steer.bench.delta_ppl import ablated_log_ppl
-from steer.bench.forced import prompt_prefix
+from steer.prompts import prompt_prefix
 from steer.corpus import Corpus
 from steer.hooks import hook_count
 from steer.neurons import NeuronSet

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from steer.bench.forced import (
-    ForcedResult, Item, Rates, Setting, first_sentence, forced_language, make_prompt, own_paragraphs,
-    pair_paragraphs, prompt_prefix, true_continuation,
+    ForcedResult, Item, Rates, Setting, forced_language, own_paragraphs, pair_paragraphs, true_continuation,
 )
+from steer.prompts import first_sentence, make_prompt, prompt_prefix
 from steer.bench.resample import bootstrap_rates, rate_ci
 
 
@@ -74,6 +74,27 @@ def test_the_cluster_bootstrap_resamples_paragraphs_not_continuations():
     assert rate_ci([True] * 5, list(range(5)))[1] == (1.0, 1.0)
     with pytest.raises(ValueError, match="2 flags but 1 cluster"):
         bootstrap_rates([True, False], [0])
+
+
+def test_a_paired_difference_cancels_what_both_share():
+    """Two pushes on the same 40 prompts: a differs from b on 8 of them. Paired, the interval of the difference is
+    narrower than the two rates' own intervals would make it, and it excludes 0 only when the gap is one-sided."""
+    from steer.bench.resample import difference_ci
+
+    clusters = list(range(40))
+    easy = [i % 2 == 0 for i in clusters]  # half the paragraphs are easy for both
+    better = [flag or i in (1, 3, 5, 7, 9, 11, 13, 15) for i, flag in enumerate(easy)]
+    gap, (low, high) = difference_ci(better, easy, clusters)
+    assert gap == 0.2 and 0 < low < 0.2 < high
+    _, (a_low, a_high) = rate_ci(better, clusters)
+    _, (b_low, b_high) = rate_ci(easy, clusters)
+    assert high - low < ((a_high - a_low) + (b_high - b_low)) / 2  # the shared easy paragraphs cancel
+    mixed = [flag != (i in (1, 2)) for i, flag in enumerate(easy)]  # one gained, one lost: no difference shown
+    gap, (low, high) = difference_ci(mixed, easy, clusters)
+    assert gap == 0 and low < 0 < high
+    assert difference_ci([], [], []) == (None, None)
+    with pytest.raises(ValueError, match="as many flags"):
+        difference_ci([True], [True, False], [0, 1])
 
 
 def test_a_setting_resolves_the_defaults_and_refuses_unknown_values():

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
-import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -48,61 +46,12 @@ from steer.forcing import (
 from steer.generation import generate
 from steer.langid import detect_language, top_language
 from steer.languages import Lang
+from steer.models import model_info
 from steer.progress import progress_bar
+from steer.prompts import PROMPT_KINDS, PROMPT_WORDS, make_prompt
 
-PROMPT_KINDS = ("prefix", "sentence")
-PROMPT_WORDS = 8
-MAX_SENTENCE_WORDS = 25
 MIN_SWEEP_PARAGRAPHS = 20  # paragraphs per target in a tuning-half sweep cell
 HALVES = ("tune", "eval")
-
-
-# ---------------------------------------------------------------------------------------------- prompts
-def _is_cjk(ch: str) -> bool:
-    name = unicodedata.name(ch, "")
-    return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL"))
-
-
-def prompt_prefix(text: str, n_words: int = PROMPT_WORDS) -> str:
-    """The first `n_words` words of `text` (whitespace normalised).
-
-    For scripts written without spaces between words (Chinese, Japanese, Khmer, ...), where
-    splitting on whitespace gives long runs, about two characters per word for CJK and four
-    otherwise.
-    """
-    if n_words < 1:
-        raise ValueError("n_words must be at least 1")
-    text = " ".join(text.split())
-    pieces = text.split(" ")
-    head = pieces[:n_words]
-    if head and sum(len(p) for p in head) / len(head) <= 15:
-        return " ".join(head)
-    letters = [ch for ch in text[: 4 * n_words] if not ch.isspace()]
-    per_word = 2 if sum(_is_cjk(ch) for ch in letters) > len(letters) / 2 else 4
-    return text[: per_word * n_words].strip()
-
-
-# A sentence ends at . ! ? (then a space or the end) or at a full stop of a script without spaces (。！？।။។።།).
-_SENTENCE_END = re.compile(r"[.!?…](?=\s|$)|[。！？।॥။។።།]")
-
-
-def first_sentence(text: str, max_words: int = MAX_SENTENCE_WORDS) -> str:
-    """The first complete sentence of `text` (whitespace normalised), cut to its first `max_words` words
-    (`prompt_prefix`) when longer or when the text has no sentence end."""
-    text = " ".join(text.split())
-    match = _SENTENCE_END.search(text)
-    sentence = text[: match.end()] if match else text
-    cut = prompt_prefix(sentence, max_words)
-    return sentence if len(cut) >= len(sentence) else cut
-
-
-def make_prompt(text: str, kind: str = "prefix", n_words: int = PROMPT_WORDS) -> str:
-    """The prompt of kind `kind` ("prefix": the first `n_words` words; "sentence": the first sentence)."""
-    if kind == "prefix":
-        return prompt_prefix(text, n_words)
-    if kind == "sentence":
-        return first_sentence(text)
-    raise ValueError(f"unknown prompt kind '{kind}' (known: {', '.join(PROMPT_KINDS)})")
 
 
 def true_continuation(tokenizer, text: str, prompt: str, n_tokens: int) -> str | None:
@@ -834,27 +783,34 @@ def forced_language(
                       sweep=sweep or None)
 
 
-def fitted_pushes(ctx: Context, neurons, training, folder: Path, targets: Sequence[str]) -> dict:
-    """target -> a LanguagePush on `neurons`, fitted on the corpus' stats split, or read from `folder/<target>`
-    when one fitted from the same model, neurons, corpus and training is there (a rerun resumes per target)."""
+def fitted_push(model, corpus, target: str, where: Path, training, *, neurons=None, residual_layer: int | None = None,
+                progress: bool = True, on_eval=None):
+    """A LanguagePush for `target` fitted on the corpus' stats split (`steer.fit_push`, on `neurons` or, with
+    `residual_layer`, the residual stream), or read from `where` when a push fitted from the same model, corpus,
+    neurons (or layer) and training is there: a rerun resumes per push."""
     from steer.push import LanguagePush
     from steer.push_training import fit_push
 
-    pushes = {}
-    for target in targets:
-        where = folder / target
-        wanted = {"model": ctx.keys["model"], "corpus": ctx.corpus.fingerprint(), "neurons": neuron_fingerprint(neurons),
-                  "training": asdict(training)}
-        if (where / "push.safetensors").is_file():
-            saved = LanguagePush.load(where, model=ctx.model)
-            if saved.meta.get("bench_key") == stable_hash(wanted):
-                pushes[target] = saved
-                continue
-        push = fit_push(ctx.model, ctx.corpus, target, neurons=neurons, training=training, progress=ctx.progress)
-        push.meta["bench_key"] = stable_hash(wanted)
-        push.save(where)
-        pushes[target] = push
-    return pushes
+    info = model_info(model)
+    key = stable_hash({"model": {"name": info.name, "weights_hash": info.weights_hash},
+                       "corpus": corpus.fingerprint(), "target": target,
+                       "neurons": neuron_fingerprint(neurons) if neurons is not None else None,
+                       "residual_layer": residual_layer, "training": asdict(training)})
+    if (where / "push.safetensors").is_file():
+        saved = LanguagePush.load(where, model=model)
+        if saved.meta.get("bench_key") == key:
+            return saved
+    push = fit_push(model, corpus, target, neurons=neurons, residual_layer=residual_layer, training=training,
+                    progress=progress, on_eval=on_eval)
+    push.meta["bench_key"] = key
+    push.save(where)
+    return push
+
+
+def fitted_pushes(ctx: Context, neurons, training, folder: Path, targets: Sequence[str]) -> dict:
+    """target -> `fitted_push` on `neurons`, each in `folder/<target>`."""
+    return {target: fitted_push(ctx.model, ctx.corpus, target, folder / target, training, neurons=neurons,
+                                progress=ctx.progress) for target in targets}
 
 
 def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
