@@ -95,6 +95,20 @@ def test_fitting_changes_only_the_offsets_and_is_a_function_of_its_seed(tiny, pa
     assert hook_count(tiny) == hooks
 
 
+def test_snapshots_at_each_validation_follow_the_learning_curve(tiny, parallel, push_neurons, de_push):
+    """`on_eval` sees the push as it stands at every validation; the returned push is the snapshot of the best
+    validation loss, and fitting with the callback changes nothing."""
+    seen = {}
+    again = fit_push(tiny, parallel, "de", neurons=push_neurons, training=FAST, progress=False,
+                     on_eval=lambda step, push: seen.setdefault(step, push))
+    assert list(seen) == [point["step"] for point in de_push.meta["curve"]]
+    assert [seen[p["step"]].meta["val_loss"] for p in de_push.meta["curve"]] == [p["val_loss"] for p in de_push.meta["curve"]]
+    assert torch.equal(again.offsets, de_push.offsets)
+    assert torch.equal(seen[de_push.meta["best_step"]].offsets, de_push.offsets)
+    assert not torch.equal(seen[min(seen)].offsets, seen[max(seen)].offsets)
+    assert seen[min(seen)].meta["model"] == de_push.meta["model"]  # a snapshot is a push file like any other
+
+
 def test_the_push_acts_on_its_neurons_only(tiny, de_push):
     """Under the push the down_proj input changes by exactly the offsets at the pushed (layer, neuron)s."""
     layer, (index, offsets) = next(iter(de_push.per_layer().items()))

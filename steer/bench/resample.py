@@ -48,3 +48,32 @@ def rate_ci(
     tail = (1 - level) / 2
     low, high = torch.quantile(rates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     return rate, (low, high)
+
+
+def difference_ci(
+    flags_a: Sequence[bool], flags_b: Sequence[bool], clusters: Sequence[Hashable], *, level: float = LEVEL,
+    n_boot: int = N_BOOTSTRAP, seed: int = 0,
+) -> tuple[float | None, tuple[float, float] | None]:
+    """(rate of a − rate of b, its `level` interval) for paired flags (item i of a and of b made from the same
+    prompt, in cluster `clusters[i]`): one cluster bootstrap draws the same paragraphs for both, so what the
+    two share (an easy paragraph) cancels out of the difference."""
+    if not len(flags_a) == len(flags_b) == len(clusters):
+        raise ValueError(f"paired rates need as many flags in each ({len(flags_a)}, {len(flags_b)}) as cluster "
+                         f"labels ({len(clusters)})")
+    if not flags_a:
+        return None, None
+    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
+    ids = torch.tensor([index[label] for label in clusters])
+    n_clusters = len(index)
+
+    def hits(flags):
+        return torch.bincount(ids, weights=torch.tensor([float(bool(f)) for f in flags], dtype=torch.float64),
+                              minlength=n_clusters)
+
+    gap = hits(flags_a) - hits(flags_b)
+    sizes = torch.bincount(ids, minlength=n_clusters).to(torch.float64)
+    drawn = torch.randint(n_clusters, (n_boot, n_clusters), generator=torch.Generator().manual_seed(seed))
+    rates = gap[drawn].sum(1) / sizes[drawn].sum(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(rates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return float(gap.sum() / sizes.sum()), (low, high)
