@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steer-installed
 
-.PHONY: install demo test test-fast test-wheel bench notebooks clean
+.PHONY: install demo test test-fast test-wheel bench docs notebooks clean
 
 # The distribution was named `steer` before it became `steer-neurons` (the import name is the same): an
 # environment made then loses the old one first.
@@ -38,6 +38,11 @@ test-wheel: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
+
+# The README's tables of figures, regenerated from their result files under docs/results/ (each names its command
+# and commit); `python benchmarks/readme_tables.py --check` only checks, and so does a test.
+docs: $(STAMP)
+	$(BIN)/python benchmarks/readme_tables.py
 
 # Re-execute the notebooks at their default size on the embedded model: each notebooks/NN_*.py (the source)
 # updates its paired .ipynb, which is then run top to bottom in a fresh kernel and saved with its outputs.

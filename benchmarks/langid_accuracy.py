@@ -2,6 +2,9 @@
 
     python benchmarks/langid_accuracy.py [--corpus libreoffice] [--min-confidence 0.5] [--json out.json]
 
+The README's table is docs/results/langid.json (`--json docs/results/langid.json`, then
+benchmarks/readme_tables.py); the file records the command and the commit.
+
 Candidates are the corpus languages.  Prints a markdown table: language, n, accuracy, the most
 common wrong label (with its count).  Not a test: it prints numbers.
 """
@@ -47,11 +50,9 @@ def measure(corpus_name: str | None = None, min_confidence: float = DEFAULT_MIN_
 
 
 def to_markdown(result: dict) -> str:
-    lines = ["| language | n | accuracy | most common wrong label |", "|---|---:|---:|---|"]
-    for r in result["rows"]:
-        wrong = f"{r['most_common_wrong']} ({r['most_common_wrong_count']})" if r["most_common_wrong"] else "-"
-        lines.append(f"| {r['language']} | {r['n']} | {r['accuracy']:.3f} | {wrong} |")
-    return "\n".join(lines)
+    from steer.bench.readme import langid_rows  # the README's table of docs/results/langid.json
+
+    return "\n".join(langid_rows(result))
 
 
 def main() -> None:
@@ -70,8 +71,9 @@ def main() -> None:
     print(to_markdown(result))
     if args.json:
         from steer._io import file_header, write_json_atomic
+        from steer.provenance import command_line, provenance
 
-        write_json_atomic(args.json, {**file_header(), **result})
+        write_json_atomic(args.json, {**provenance(command_line()), **file_header(), **result})
 
 
 if __name__ == "__main__":

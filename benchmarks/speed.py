@@ -38,6 +38,9 @@ from pathlib import Path
 import torch
 
 
+# What a ratio of steer to the bare model should reach (collection and steered generation).
+GOAL = 0.9
+
 # Llama shapes (hidden, intermediate, layers, heads, kv heads, vocabulary, as the published configs).
 LLAMA_SHAPES = {
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -305,8 +308,14 @@ def main() -> None:
     figures["collect_tflops"] = figures["collect_tok_s"] * per_token / 1e12
     figures["collect_memory"] = memory
 
-    rows = [("collect ÷ bare decoder forward (tokens/s)", figures["collect_ratio"], 0.9)]
-    rows += [(f"steered generate ÷ HF generate, batch {b}", figures[f"generate_ratio_b{b}"], 0.9) for b in batch_sizes]
+    figures["goal"] = GOAL
+    figures["repeats"] = args.repeats
+    figures["batching"] = {"batch_size": args.batch_size, "tokens_per_batch": args.tokens_per_batch,
+                           "languages": args.languages, "texts_per_language": args.texts_per_language,
+                           "max_length": args.max_length, "new_tokens": args.new_tokens}
+
+    rows = [("collect ÷ bare decoder forward (tokens/s)", figures["collect_ratio"], GOAL)]
+    rows += [(f"steered generate ÷ HF generate, batch {b}", figures[f"generate_ratio_b{b}"], GOAL) for b in batch_sizes]
     rows += [(f"unsteered generate ÷ HF generate, batch {b}", figures[f"unsteered_generate_ratio_b{b}"], None)
              for b in batch_sizes]
     rows += [("bare forward: fraction of matmul peak", figures["bare_forward_mfu"], None),
@@ -324,9 +333,16 @@ def main() -> None:
     for entry in memory:
         print(f"| collection peak RSS growth at {entry['tokens']} tokens | {entry['peak_growth_mb']:.0f} MB | flat |")
     if args.json:
-        from steer._io import file_header, write_json_atomic
+        import datetime
+        import os
 
-        write_json_atomic(args.json, {**file_header(), **figures})
+        from steer._io import file_header, write_json_atomic
+        from steer.provenance import command_line, provenance
+
+        machine = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
+        write_json_atomic(args.json, {**provenance(command_line()), **file_header(),
+                                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                      "machine": machine, **figures})
 
 
 if __name__ == "__main__":

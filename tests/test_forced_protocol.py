@@ -154,23 +154,3 @@ def test_forced_language_reports_every_rate_with_an_interval_and_every_control(t
     with pytest.raises(ValueError, match="a sweep cell needs at least 20 paragraphs per target"):
         forced_language(tiny, neurons, tiny_stats, texts, n_prompts=1, n_baseline=3, n_random=0, sweep_modes=["additive"],
                         sweep_n_prompts=1, max_new_tokens=3, progress=False)
-
-
-def test_readme_forced_tables_are_generated_from_their_result_files(tmp_path):
-    from pathlib import Path
-
-    from steer.bench.report import update_forced_blocks
-
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    assert update_forced_blocks(readme, root / "docs" / "results") == readme, \
-        "a README forced-language table differs from its file: run python benchmarks/forced_tables.py"
-    sweep = {"languages": ["de"], "command": "python x", "commit": "abc", "settings": [
-        {"neurons": "n", "mode": "diffmean", "strength": 2.0, "suppress": "none", "phase": "all", "steps": 4, "n": 9,
-         "raw": 0.5, "raw_ci": [0.2, 0.8], "fluent": 0.25, "fluent_ci": [0.0, 0.5], "per_target": {"de": {"fluent": 0.25}}}]}
-    (tmp_path / "s.json").write_text(json.dumps(sweep))
-    text = "intro\n<!-- forced-table: s.json -->\nstale\n<!-- /forced-table -->\nend\n"
-    fresh = update_forced_blocks(text, tmp_path)
-    assert "stale" not in fresh and "0.25 [0.00, 0.50]" in fresh and "`python x` at abc" in fresh
-    assert fresh.startswith("intro\n") and fresh.endswith("<!-- /forced-table -->\nend\n")
-    assert update_forced_blocks(fresh, tmp_path) == fresh

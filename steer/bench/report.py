@@ -233,24 +233,3 @@ def forced_sweep_table(sweep: dict) -> list[str]:
         lines.append(f"| {row['neurons']} | {row['mode']} | {row['strength']:g} | {row['suppress']} | {row['phase']} | "
                      f"{row['steps'] or 'all'} | {row['n']} | {_ci(row, 'raw')} | **{_ci(row, 'fluent')}** | {per} |")
     return lines
-
-
-def update_forced_blocks(text: str, results_dir: str | Path) -> str:
-    """`text` (the README) with every `<!-- forced-table: FILE -->` … `<!-- /forced-table -->` block regenerated from
-    `results_dir/FILE`: an evaluation result (`forced_table`) or a sweep (`forced_sweep_table`), under a line that
-    names the file, the command that made it and its commit."""
-    import json
-    import re
-
-    pattern = re.compile(r"(<!-- forced-table: (?P<file>[\w.\-]+) -->\n)(?P<body>.*?)(<!-- /forced-table -->)", re.S)
-
-    def render(match: "re.Match") -> str:
-        data = json.loads((Path(results_dir) / match["file"]).read_text())
-        rows = forced_sweep_table(data) if "settings" in data else forced_table(data)
-        commit = (data.get("commit") or "")[:10]
-        folder = Path(results_dir)
-        source = (f"*From `{folder.parent.name}/{folder.name}/{match['file']}`: `{data.get('command', '?')}`"
-                  f"{f' at {commit}' if commit else ''}.*")
-        return match.group(1) + source + "\n\n" + "\n".join(rows) + "\n" + match.group(4)
-
-    return pattern.sub(render, text)
