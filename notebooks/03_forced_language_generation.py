@@ -17,125 +17,152 @@
 # # 3. Forcing the output language
 #
 # To make the model continue in a target language, `steer.generate(..., stats=stats, force_language=target)`
-# pushes the target's neurons by strength × (their mean on target-language text − their mean on the
-# other languages), from the stats, while it predicts the first 4 new tokens (`steps`, default
-# `steer.forcing.DEFAULT_STEPS`; None pushes at every step); the model then goes on by itself.
-# Optionally it also switches off other languages' neurons (keeping those the target shares). Each
-# continuation's language is then detected offline (`steer.detect_language`).
+# pushes the target's neurons while it predicts the first few new tokens; the model then goes on by itself.
+# The policy lives in `steer.forcing`, and its defaults are the setting chosen on the tuning half of the
+# held-out paragraphs (README, "Forced language"): the specificity baseline's neurons for each language
+# (`FORCING_NEURONS`), a *diffmean* push (strength × (the neuron's mean on target-language text − its mean on
+# the other languages), `DEFAULT_STRENGTH`) over the first `DEFAULT_STEPS` new tokens, no other language
+# switched off (`suppress="none"`), greedy decoding with a repetition penalty (`DEFAULT_DECODING`). The first
+# cell prints them.
+#
+# Whether a forced continuation is in the target is decided offline (`steer.detect_language`); whether it
+# counts as a success, by the library's measure (`steer.bench.forced_language`): in the target *and* fluent,
+# with a 95% interval over paragraphs, beside the same push on random neurons and two ceilings.
 
 # %%
-import json
-import os
-import tempfile
-import time
 import warnings
-from pathlib import Path
 
-from IPython.display import Markdown, display
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets, warned when steer loads
+
+import json
+import time
+
+from IPython.display import Image, Markdown, display
 
 import steer
+from steer.bench.forced import forced_language
+from steer.bench.plots import plot_forced
+from steer.bench.report import forced_table
+from steer.forcing import DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, FORCING_NEURONS
 from steer.forcing import forcing_neurons
+from steer.notebook import setup, table
 
-# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers.
-MAX_STATS = int(os.environ.get("STEER_NB_MAX_STATS", 24))  # paragraphs per language for the statistics
-MAX_LENGTH = int(os.environ.get("STEER_NB_MAX_LENGTH", 128))  # tokens per paragraph, at most
-LANGUAGES = [code for code in os.environ.get("STEER_NB_LANGUAGES", "").split(",") if code]  # empty: all
-N_EVAL = 0  # no held-out paragraphs needed here
-TARGETS = os.environ.get("STEER_NB_TARGETS", "de,fr,ja").split(",")  # languages to force
-N_PROMPTS = int(os.environ.get("STEER_NB_N_PROMPTS", 3))
-MAX_NEW_TOKENS = int(os.environ.get("STEER_NB_MAX_NEW_TOKENS", 24))
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars (read when transformers loads)
-
-# Everything this notebook writes goes under $STEER_NB_OUT (default: a fresh temporary folder, kept in OUT).
-OUT = Path(os.environ.get("STEER_NB_OUT") or tempfile.mkdtemp(prefix="steer-nb-")) / "03_forced_language_generation"
-OUT.mkdir(parents=True, exist_ok=True)
-print(f"steer {steer.__version__}; files go to",
-      f"$STEER_NB_OUT/{OUT.name}" if os.environ.get("STEER_NB_OUT") else "a temporary folder (OUT)")
-
-
-def table(header, rows):
-    """Show rows as a markdown table."""
-    def cell(value):
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    display(Markdown("\n".join(lines)))
-
+# Sizes: small by default so the notebook runs in minutes on a CPU; raise them for real numbers
+# (each STEER_NB_<NAME> in the environment overrides one). Files go under $STEER_NB_OUT/<notebook>.
+nb = setup("03_forced_language_generation",
+           max_stats=24,  # paragraphs per language for the statistics
+           max_length=128,  # tokens per paragraph, at most
+           languages=["en", "de", "fr", "ja"],  # the languages forced to (and prompted in); empty: all
+           n_prompts=1,  # prompts per (source, target) pair in the measurement
+           n_baseline=30,  # tuning-half paragraphs per language whose true continuations set the fluency bar
+           n_random=3,  # random-neuron control seeds
+           max_new_tokens=16)
+MAX_STATS, MAX_LENGTH, LANGUAGES, OUT = nb.max_stats, nb.max_length, nb.languages, nb.out
+N_PROMPTS, N_BASELINE, N_RANDOM, MAX_NEW_TOKENS = nb.n_prompts, nb.n_baseline, nb.n_random, nb.max_new_tokens
+print(f"forcing defaults: neurons {FORCING_NEURONS}, {DEFAULT_FORCE_MODE} at strength "
+      f"{DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]:g}, the first {DEFAULT_STEPS} new tokens, decoding {DEFAULT_DECODING}")
 
 # %% [markdown]
 # ## Neurons
 #
-# As in notebook 1, collect statistics on a slice of the corpus. Forcing picks its neurons from them
-# unless given others: `steer.forcing.forcing_neurons(stats)`, the specificity baseline with 1,000
-# neurons per language (on this model zhang2025 marks only tens per language, too few to push
-# without garbling the text; README, "Forced language").
+# As in notebook 1, collect statistics on a slice of the corpus' `stats` split. Forcing picks its neurons
+# from them unless given others: `steer.forcing.forcing_neurons(stats)` (on this model zhang2025 marks only
+# tens of neurons per language, too few to push without garbling the text).
 
 # %%
 started = time.perf_counter()
 model = steer.load_model()
 corpus = steer.load_corpus(progress=False)
-corpus = corpus.subset(languages=LANGUAGES or None, max_stats=MAX_STATS, max_eval=N_EVAL)
+corpus = corpus.subset(languages=LANGUAGES or None, max_stats=MAX_STATS)  # every held-out paragraph stays
 stats = steer.collect(model, corpus, max_length=MAX_LENGTH, progress=False)
 neurons = forcing_neurons(stats)  # what generate(force_language=...) uses when given no neurons
+targets = [lang for lang in neurons.languages if not neurons[lang].is_empty()]
 print(steer.model_info(model).name, "|", corpus)
 print(f"{len(neurons)} neurons ({neurons.method}, {neurons.params['n_per_language']} per language)"
-      f" from {int(stats.tokens.sum())} tokens in {time.perf_counter() - started:.0f} s")
-
-targets = [lang for lang in TARGETS if lang in neurons.languages and not neurons[lang].is_empty()]
-skipped = [lang for lang in TARGETS if lang not in targets]
-if skipped:
-    print("not forced (not in the corpus slice, or no neurons at this size):", skipped)
-print("targets:", targets)
+      f" from {int(stats.tokens.sum())} tokens in {time.perf_counter() - started:.0f} s; targets: {targets}")
 
 # %% [markdown]
 # ## Unsteered and forced, side by side
 #
-# Greedy decoding with the repetition controls forcing uses (`steer.forcing.DEFAULT_DECODING`),
-# the same for both sides; English prompts. The unsteered model continues in English; each forced
-# column should switch to its target language.
+# A few English prompts, decoded the same way on both sides. The unsteered model continues in English;
+# each forced column should switch to its target language. The label after each continuation is the
+# language `steer.detect_language` finds in it.
 
 # %%
 PROMPTS = [
     "To insert a table into your document, open the",
     "The weather was cold this morning, so we",
     "A spreadsheet function adds the values of",
-][:N_PROMPTS]
-
+]
 forced = {target: steer.generate(model, PROMPTS, stats=stats, force_language=target, max_new_tokens=MAX_NEW_TOKENS)
-          for target in targets}
-decoding = {key: forced[targets[0]].settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
-plain = steer.generate(model, PROMPTS, candidates=stats.languages, max_new_tokens=MAX_NEW_TOKENS, **decoding)
-
-table(["prompt", "unsteered"] + [f"forced → {t}" for t in targets],
+          for target in targets if target != "en"}
+plain = steer.generate(model, PROMPTS, candidates=stats.languages, max_new_tokens=MAX_NEW_TOKENS, **DEFAULT_DECODING)
+table(["prompt", "unsteered"] + [f"forced → {t}" for t in forced],
       [[prompt, f"{plain.texts[i]} ({plain.languages[i]})"]
-       + [f"{forced[t].texts[i]} ({forced[t].languages[i]})" for t in targets]
+       + [f"{forced[t].texts[i]} ({forced[t].languages[i]})" for t in forced]
        for i, prompt in enumerate(PROMPTS)])
 
+# %% [markdown]
+# ## Measured: fluent success with its interval
+#
+# A continuation in the target is not yet a success: many are garbled words in the right script.
+# `forced_language` measures the default setting the way the README's tables are measured, at a small size:
+# every ordered (source, target) pair of the languages continues `N_PROMPTS` prompt(s) cut from held-out
+# paragraphs of its own (the paragraph's first words, in the source language; the evaluation half), and a
+# continuation succeeds when the language identifier's top-1 is the target *and* it is fluent: not less
+# likely under the unsteered model than human text in the target (a bar set from the true continuations of
+# `N_BASELINE` tuning-half paragraphs per language) and not degenerate. Beside it, judged the same way: the
+# same push on random neurons with the same per-layer counts (`N_RANDOM` seeds), the unsteered model, and
+# two ceilings (the model's own continuations of prompts written in the target, and the true continuations).
+# Every rate has a 95% interval from a bootstrap over paragraphs.
+
 # %%
-success = {t: sum(lang == t for lang in forced[t].languages) / len(PROMPTS) for t in targets}
-unsteered_share = {t: sum(lang == t for lang in plain.languages) / len(PROMPTS) for t in targets}
-table(["target", "continuations in target (forced)", "in target (unsteered)"],
-      [[t, f"{success[t]:.0%}", f"{unsteered_share[t]:.0%}"] for t in targets])
+started = time.perf_counter()
+result = forced_language(model, neurons, stats, {lang: list(corpus.eval[lang]) for lang in corpus.languages},
+                         n_prompts=N_PROMPTS, n_baseline=N_BASELINE, n_random=N_RANDOM,
+                         max_new_tokens=MAX_NEW_TOKENS, progress=False).to_dict()
+print(f"{result['n']} forced continuations from {result['n_paragraphs']} paragraphs in "
+      f"{time.perf_counter() - started:.0f} s")
+display(Markdown("\n".join(forced_table(result))))
+
+
+def rate(rates: dict | None) -> str:
+    if not rates or rates.get("fluent_success") is None:
+        return "–"
+    ci = rates.get("fluent_success_ci")
+    return f"{rates['fluent_success']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+display(Markdown(
+    f"Forced to another language, **{rate(result)}** of {result['n']} continuations are fluent text in the "
+    f"target (95% interval over paragraphs); the same push on random neurons gives {rate(result['random'])}, "
+    f"the unsteered model {rate(result['unsteered'])}. The ceilings: the model's own text in the target passes "
+    f"{rate(result['own_text'])}, human text {rate(result['human_text'])}. At this size the intervals are wide; "
+    "the README's tables come from larger runs of the same measurement."))
+
+# %% [markdown]
+# Per target, the same rates as bars (left: fluent success for every prompt language × target):
+
+# %%
+plot_forced(result, OUT / "forced.png")
+display(Image(filename=str(OUT / "forced.png")))
+(OUT / "forced.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+print("wrote forced.json")
 
 # %% [markdown]
 # ## Steering modes
 #
-# Ways to push the target's neurons (no other language is switched off, `suppress="none"`, the
-# default; `"source"` switches off the prompt's own language, `"others"` every other one):
+# Other ways to push the target's neurons (`mode=`), each at its default strength (`DEFAULT_STRENGTH`):
 # - `set`: the neuron's activation is replaced by strength × its mean on target-language text;
-# - `add`: strength × that mean is added;
-# - `diffmean`: strength × (target mean − mean over the other languages) is added (the default, strength 2);
+# - `additive`: strength × that mean is added;
+# - `diffmean`: strength × (target mean − mean over the other languages) is added (the default);
 # - `std` (not shown; stats collected with `sq_sums=True`): strength standard deviations, towards the target.
 #
-# A continuation detected as the target is not yet a success: many are garbled words in the right
-# script. `steer.bench.forced_language` also asks that it read like the model's own text in that
-# language (fluent success); see the README's "Forced language" for the measured rates.
+# `suppress="source"` also switches off the prompt's own language's neurons, `"others"` every other
+# language's. The README's "Forced language" compares them under the measure above.
 
 # %%
-example, target = PROMPTS[0], targets[0]
+example, target = PROMPTS[0], next(iter(forced))
 rows = [["unsteered", "–", plain.texts[0], plain.languages[0]]]
 for mode in ("set", "additive", "diffmean"):
     out = steer.generate(model, example, stats=stats, force_language=target, mode=mode, max_new_tokens=MAX_NEW_TOKENS)
@@ -144,20 +171,5 @@ display(Markdown(f"Prompt: *{example}*, target **{target}**"))
 table(["mode", "strength", "continuation", "detected"], rows)
 
 # %% [markdown]
-# ## Detected languages
-#
-# `steer.detect_language` is an offline identifier; restricted to candidate languages it picks the
-# most likely of them, and says `und` when it cannot tell (e.g. a continuation without letters).
-
-# %%
-texts = plain.texts + [text for t in targets for text in forced[t].texts]
-for text, lang in zip(texts, steer.detect_language(texts, candidates=neurons.languages), strict=True):
-    print(f"{lang:>4}  {text[:90]!r}")
-
-result = {"unsteered": plain.to_dict(), "forced": {t: g.to_dict() for t, g in forced.items()}, "success": success}
-(OUT / "generations.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
-print("wrote generations.json")
-
-# %% [markdown]
-# For a sweep over targets, modes and strengths with fluency scores, see `steer.bench.forced_language`
-# or `steer bench`.
+# For a sweep over neurons, modes and strengths on the tuning half, see `benchmarks/forced_sweep.py`; for
+# the measurement as a benchmark with a report, `steer bench` with a `[bench.forced]` section.

@@ -38,7 +38,7 @@ STEER = Path(steer.__file__).resolve().parent  # the package these tests import
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "03_forced_language_generation",
          "04_alignment_and_language_neurons"]
-PLOTTING = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "04_alignment_and_language_neurons"]
+PLOTTING = NAMES  # each draws at least one figure
 KERNEL = "steer-test-python"
 CELL_TIMEOUT = 600
 
@@ -47,7 +47,6 @@ SMALL = {  # sizes every notebook reads from the environment
     "STEER_NB_MAX_STATS": "6",
     "STEER_NB_MAX_LENGTH": "64",
     "STEER_NB_N_EVAL": "2",
-    "STEER_NB_TARGETS": "de,fr",
     "STEER_NB_N_PROMPTS": "2",
     "STEER_NB_MAX_NEW_TOKENS": "12",
     "STEER_NB_ALIGN_STEPS": "20",
@@ -138,8 +137,7 @@ def test_notebook_pair_in_sync(name):
         assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
-# 03 keeps its own first cell while its forced-language rework is under way; add it here once it calls setup().
-USES_SETUP = ["01_find_language_neurons", "02_ablate_and_delta_ppl", "04_alignment_and_language_neurons"]
+USES_SETUP = NAMES
 
 
 @pytest.mark.parametrize("name", USES_SETUP)
@@ -182,9 +180,19 @@ def test_02_ablate_and_delta_ppl(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_03_forced_language_generation(tmp_path, monkeypatch):
     out, _ = run_notebook("03_forced_language_generation", tmp_path, monkeypatch)
-    result = json.loads((out / "generations.json").read_text())
-    assert len(result["unsteered"]["texts"]) == int(SMALL["STEER_NB_N_PROMPTS"])
-    assert set(result["forced"]) <= set(SMALL["STEER_NB_TARGETS"].split(","))
+    result = json.loads((out / "forced.json").read_text())  # forced_language's result: the library's measure
+    languages = SMALL["STEER_NB_LANGUAGES"].split(",")
+    assert result["languages"] == languages and list(result["per_target"]) == languages
+    assert result["n"] == len(languages) * (len(languages) - 1) * int(SMALL["STEER_NB_N_PROMPTS"])
+    assert result["fluent_success_ci"] is not None and result["random"]["fluent_success_ci"] is not None
+    assert (out / "forced.png").is_file()
+
+
+def test_03_measures_with_the_library():
+    code = "\n".join(cell.source for cell in jupytext.read(NOTEBOOKS / "03_forced_language_generation.py").cells
+                     if cell.cell_type == "code")
+    for call in ("forced_language(", "plot_forced(", "forced_table("):
+        assert call in code, f"notebook 03 should call {call.rstrip('(')}"
 
 
 def test_04_alignment_and_language_neurons(tmp_path, monkeypatch):
