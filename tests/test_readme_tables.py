@@ -174,6 +174,9 @@ def test_speed_rows():
     ]
     data["collect_memory"] = [{"tokens": 944, "peak_growth_mb": 0.2}]
     assert speed_rows(data)[-1] == "| collection peak RSS growth at 944 tokens | 0 MB | flat |"
+    data.update(weights="random", shape="llama-1b", threads=1, goal=None)
+    assert "1 torch thread, float32, random weights, llama-1b shape," in speed_rows(data)[0]
+    assert speed_rows(data)[4].endswith("| 0.97 |  |")
 
 
 def test_every_kind_has_a_renderer_test():

@@ -199,9 +199,11 @@ def speed_rows(data: dict) -> list[str]:
     machine = data.get("machine") or {}
     where = ", ".join(filter(None, [data.get("device"), data.get("cpu"),
                                     f"{machine['cpu_count']} cores" if machine.get("cpu_count") else None,
-                                    f"{data['threads']} torch threads" if data.get("threads") else None]))
+                                    f"{data['threads']} torch thread{'s' if data['threads'] > 1 else ''}"
+                                    if data.get("threads") else None]))
     conditions = ", ".join(filter(None, [
         (data.get("date") or "")[:10] or None, where, data.get("dtype"), f"{data.get('weights')} weights",
+        f"{data['shape']} shape" if data.get("weights") == "random" and data.get("shape") else None,
         f"{data['collect_tokens']:,} tokens" if data.get("collect_tokens") else None,
         f"median of {data['repeats']}" if data.get("repeats") else None]))
     def per_batch(key: str, fmt: str) -> str:
