@@ -181,12 +181,15 @@ def cmd_generate(args) -> None:
     from steer.languages import normalise_code
 
     if args.out is not None:  # before generating
-        prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, args.push, _local(args.model)])
+        prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, args.push if args.push != "learned" else None,
+                                                  _local(args.model)])
     if args.force_language is not None:
         args.force_language = normalise_code(args.force_language, what="--force-language")
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
-    push = steer.LanguagePush.load(args.push) if args.push else None
+    push = "learned" if args.push == "learned" else steer.LanguagePush.load(args.push) if args.push else None
+    if push == "learned" and args.force_language is None:
+        raise ValueError("--push learned needs --force-language (the target whose push is fitted, or read from the cache)")
     if push is not None and args.force_language is None:
         args.force_language = push.target
     masked = normalise_code(args.mask_experts, what="--mask-experts") if args.mask_experts else None
@@ -204,7 +207,7 @@ def cmd_generate(args) -> None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
     if stats is not None:
         stats.check_model(model)
-    if push is not None:
+    if push is not None and push != "learned":
         push.check_model(model, what=f"language push '{args.push}'")
     common = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     with steer.intervene(model, expert_masks=[mask]) if masked is not None else contextlib.nullcontext():
@@ -214,7 +217,7 @@ def cmd_generate(args) -> None:
                                  no_repeat_ngram_size=args.no_repeat_ngram_size, **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
     languages = neurons.languages if neurons is not None else stats.languages if stats is not None else \
-        [push.target, *push.meta.get("sources", [])] if push is not None else None
+        [push.target, *push.meta.get("sources", [])] if isinstance(push, steer.LanguagePush) else None
     plain = steer.generate(model, args.prompts, candidates=languages, **same_decoding,
                            **common)
     for prompt, text, lang, base, base_lang in zip(args.prompts, steered.texts, steered.languages, plain.texts,
@@ -406,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--push", help="a language push folder (steer fit-push): its learned offsets force "
-                          "its target instead of --mode's push")
+                          "its target instead of --mode's push; 'learned': the push for --force-language on the "
+                          "forcing neurons, fitted on the embedded corpus the first time and cached")
     generate.add_argument("--mask-experts", metavar="LANG", help="mixture-of-experts models: take the experts LANG "
                           "is routed to most (per layer, from --stats) out of the routing")
     generate.add_argument("--mask-top", type=positive_int, default=1, help="with --mask-experts: experts per layer (1)")

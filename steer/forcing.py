@@ -13,10 +13,15 @@ at every step. Text interfaces (the command line, a bench TOML, the sweep script
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from dataclasses import asdict
 from typing import Sequence
 
+from steer._io import cache_root
 from steer.langid import detect_language
+from steer.languages import normalise_code
 from steer.neurons import NeuronSet
 from steer.steering import Intervention, Steering, check_steps
 
@@ -49,6 +54,8 @@ DEFAULT_SUPPRESS = "none"
 # language unless told otherwise): greedy with a light repetition penalty and no repeated 3-grams,
 # so that a steered continuation is not judged against loops (benchmarks/forced_sweep.py).
 DEFAULT_DECODING = {"repetition_penalty": 1.2, "no_repeat_ngram_size": 3}
+# generate(push=LEARNED): a LanguagePush fitted on the target's forcing neurons (`learned_push`), cached
+LEARNED = "learned"
 
 
 def forcing_neurons(stats) -> NeuronSet:
@@ -56,6 +63,38 @@ def forcing_neurons(stats) -> NeuronSet:
     from steer.identification import identify
 
     return identify(stats, **FORCING_NEURONS)
+
+
+def learned_push(model, target: str, neurons: NeuronSet, *, corpus=None, training=None, progress: bool = True):
+    """The learned push for `target` on its neurons of `neurons` (`generate(..., push="learned")`): a
+    `LanguagePush` fitted by `steer.fit_push` on `corpus` (a parallel corpus; default the embedded one) the
+    first time, then read back from steer's cache (`$STEER_HOME/pushes`): once per (model, the target's
+    neurons, corpus, training), like the converted model."""
+    from steer.corpus import load_corpus
+    from steer.models import model_info
+    from steer.push import LanguagePush
+    from steer.push_training import PushTraining, fit_push
+
+    training = training or PushTraining()
+    training.check()
+    target = normalise_code(target, what="target")
+    units = {int(layer): index.tolist() for layer, index in neurons.select([target]).layer_indices().items()}
+    if not units:
+        raise ValueError(f"the neuron set has no neuron for '{target}': nothing to push")
+    info = model_info(model)
+    corpus = load_corpus(progress=progress) if corpus is None else corpus
+    if target not in corpus.languages:
+        raise ValueError(f"a learned push for '{target}' trains on parallel text in it; the corpus has only "
+                         f"{', '.join(corpus.languages)}: pass corpus= (--corpus) with '{target}', or mode='diffmean'")
+    key = hashlib.sha256(json.dumps({"model": info.weights_hash, "target": target, "units": units,
+                                     "corpus": corpus.fingerprint(), "training": asdict(training)},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    where = cache_root() / "pushes" / f"{info.name.replace('/', '--')}-{target}-{key}"
+    if (where / "push.safetensors").is_file():
+        return LanguagePush.load(where, model=model)
+    push = fit_push(model, corpus, target, neurons=neurons, training=training, progress=progress)
+    push.save(where)
+    return push
 
 
 def parse_steps(text: str | int | None) -> int | None:
@@ -93,7 +132,16 @@ def check_forcing(*, neurons: NeuronSet | None, stats, force_language: str, mode
     """Everything a forcing request can be checked for before any model work (the command line calls this
     once it has read the files, before it loads one)."""
     check_steps(steps)
-    if push is not None:
+    if isinstance(push, str):
+        if push != LEARNED:
+            raise ValueError(f"push must be a LanguagePush or \"{LEARNED}\" (fitted once and cached), got {push!r}")
+        if mode is not None:
+            raise ValueError("mode does not apply with a learned push (its offsets are the push); leave it out")
+        _check_strength(strength, " (it scales the push)")
+        if neurons is None and stats is None:
+            raise ValueError("a learned push needs neurons or stats (whose neurons it is fitted on; --stats)")
+        (neurons if neurons is not None else stats).index(force_language)
+    elif push is not None:
         if force_language != push.target:
             raise ValueError(f"the push was fitted for '{push.target}', not '{force_language}'; fit one for "
                              f"'{force_language}' or leave force_language out")

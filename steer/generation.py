@@ -16,8 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.forcing import (DEFAULT_STEPS, DEFAULT_SUPPRESS, check_forcing, forcing_decoding, forcing_neurons,
-                           forcing_settings, forcing_steerings)
+from steer.forcing import (DEFAULT_STEPS, DEFAULT_SUPPRESS, LEARNED, check_forcing, forcing_decoding, forcing_neurons,
+                           forcing_settings, forcing_steerings, learned_push)
 from steer.langid import detect_language
 from steer.models import input_device
 from steer.models.fast_path import fast_path
@@ -95,6 +95,7 @@ def generate(
     candidates: Sequence[str] | None = None,
     return_logits: bool = False,
     push=None,
+    corpus=None,
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
@@ -102,7 +103,9 @@ def generate(
     and `suppress` picks whose neurons are switched off: "none" (the default), "others" (every other
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov et
     al.'s language arithmetic) or a list of languages. `push`: a learned `LanguagePush` instead of `mode`'s
-    push (`strength` then scales its offsets; its target is the default `force_language`). `phase` says
+    push (`strength` then scales its offsets; its target is the default `force_language`), or "learned": the
+    push fitted on the target's neurons (`steer.forcing.learned_push`, on `corpus`, default the embedded
+    one) the first time and read from steer's cache after. `phase` says
     where the forcing acts: "all" positions, or "output" (those that predict a generated token; the rest of
     the prompt is read unsteered), and `steps` stops it once that many new tokens are predicted (default
     `DEFAULT_STEPS`; None: every step). `repetition_penalty` and `no_repeat_ngram_size` are HF generate's;
@@ -112,13 +115,15 @@ def generate(
     `DEFAULT_STRENGTH[mode]`), `steps`, `phase` and `suppress` apply to `force_language` only; giving them
     without it is an error.
     """
-    if push is not None and force_language is None:
+    if push is not None and not isinstance(push, str) and force_language is None:
         force_language = push.target
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, phase=phase, push=push)
-    if force_language is not None and neurons is None and (push is None or suppress != "none"):
+    if force_language is not None and neurons is None and (push is None or push == LEARNED or suppress != "none"):
         neurons = forcing_neurons(stats)
+    if push == LEARNED:  # fitted once per (model, neurons, corpus), then read from the cache
+        push = learned_push(model, force_language, neurons, corpus=corpus)
     if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
         controls = forcing_decoding(repetition_penalty, no_repeat_ngram_size)
         repetition_penalty, no_repeat_ngram_size = controls["repetition_penalty"], controls["no_repeat_ngram_size"]

@@ -207,6 +207,8 @@ def test_cli_fit_push_then_generate_with_it(tiny_dir, parallel, push_neurons, tm
     assert "forced de" in capsys.readouterr().out
     assert main([*argv[:-1], str(tmp_path / "corpus")]) == 2  # the output may not overlap an input
     assert "is the input" in capsys.readouterr().err
+    assert main(["generate", "The cat", "--model", str(tiny_dir), "--push", "learned"]) == 2
+    assert "--push learned needs --force-language" in capsys.readouterr().err
 
 
 def test_a_residual_stream_vector_is_learned_the_same_way(tiny, tiny_llama, parallel, tmp_path):
@@ -275,3 +277,52 @@ def test_bench_forced_with_learned_pushes_fits_once_per_target_and_resumes(tiny_
     fits.clear()
     again = run_bench(config, tmp_path / "out", progress=False)["forced"]
     assert fits == [] and again["fluent_success"] == result["fluent_success"]
+
+
+def test_the_learned_push_is_fitted_once_then_read_from_the_cache(tiny, parallel, push_neurons, tmp_path, monkeypatch):
+    """generate(push="learned") fits the target's push on its forcing neurons the first time and reads it from
+    steer's cache after; the cached push is the one fit_push makes, and generation under it is the same."""
+    import steer.push_training as training
+    from steer.forcing import learned_push
+
+    monkeypatch.setenv("STEER_HOME", str(tmp_path / "home"))
+    fits = []
+    real = training.fit_push
+    monkeypatch.setattr(training, "fit_push", lambda *a, **k: fits.append(a[2]) or real(*a, **k))
+    first = learned_push(tiny, "DE", push_neurons, corpus=parallel, training=FAST, progress=False)
+    again = learned_push(tiny, "de", push_neurons, corpus=parallel, training=FAST, progress=False)
+    assert fits == ["de"] and torch.equal(first.offsets, again.offsets)
+    assert torch.equal(first.offsets, fit_push(tiny, parallel, "de", neurons=push_neurons, training=FAST,
+                                               progress=False).offsets)
+    assert len(list((tmp_path / "home" / "pushes").iterdir())) == 1
+    learned_push(tiny, "de", push_neurons, corpus=parallel, training=PushTraining(**{**FAST.__dict__, "seed": 1}),
+                 progress=False)
+    assert fits == ["de", "de"]  # other training settings: another push
+    stats = steer.collect(tiny, parallel, batch_size=4, progress=False)
+    fits.clear()
+    out = steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
+                         push="learned", corpus=parallel, max_new_tokens=4, detect=False)
+    assert len(fits) == 1 and out.settings["push"]["target"] == "de"  # default training: one more fit, cached
+    steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
+                   push="learned", corpus=parallel, max_new_tokens=4, detect=False)
+    assert len(fits) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"push": "lerned"}, "push must be a LanguagePush or \"learned\""),
+    ({"push": "learned", "mode": "diffmean"}, "mode does not apply with a learned push"),
+    ({"push": "learned", "stats": None}, "a learned push needs neurons or stats"),
+])
+def test_the_learned_push_refuses_what_does_not_apply(tiny, push_neurons, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        steer.generate(tiny, ["Open the file."], **{"force_language": "de", "stats": None, **kwargs})
+
+
+def test_a_learned_push_needs_the_target_in_its_corpus(tiny, parallel, push_neurons, tmp_path, monkeypatch):
+    from steer.forcing import learned_push
+
+    monkeypatch.setenv("STEER_HOME", str(tmp_path))
+    other = steer.Corpus(languages=["en", "ja"], stats={k: parallel.stats[k] for k in ("en", "ja")},
+                         eval={k: parallel.eval[k] for k in ("en", "ja")}, ids={}, source="x", parallel=True)
+    with pytest.raises(ValueError, match="pass corpus= .* with 'de', or mode='diffmean'"):
+        learned_push(tiny, "de", push_neurons, corpus=other)
