@@ -54,6 +54,20 @@ def commit() -> str | None:
         return None
 
 
+def load_or_collect_stats(out: Path, model, corpus, languages, max_tokens: int):
+    """The statistics the sweep forces with (with sq_sums), read from OUT/stats-LANGS-TOKENS-sq or collected there."""
+    import steer
+
+    stats_dir = out / f"stats-{'-'.join(languages)}-{max_tokens}-sq"
+    try:
+        return steer.ActivationStats.load(stats_dir, model=model)
+    except (ValueError, OSError):
+        stats = steer.collect(model, corpus, languages=languages, max_tokens_per_language=max_tokens,
+                              max_length=128, sq_sums=True, checkpoint=out / "checkpoint")
+        stats.save(stats_dir)
+        return stats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -107,13 +121,7 @@ def main() -> None:
     model = steer.load_model()
     corpus = steer.load_corpus(args.corpus, progress=False)
     languages = args.languages.split(",") if args.languages else corpus.languages
-    stats_dir = args.out / f"stats-{'-'.join(languages)}-{args.max_tokens}-sq"
-    try:
-        stats = steer.ActivationStats.load(stats_dir, model=model)
-    except (ValueError, OSError):
-        stats = steer.collect(model, corpus, languages=languages, max_tokens_per_language=args.max_tokens,
-                              max_length=128, sq_sums=True, checkpoint=args.out / "checkpoint")
-        stats.save(stats_dir)
+    stats = load_or_collect_stats(args.out, model, corpus, languages, args.max_tokens)
     specs = list(dict.fromkeys([s["neurons"] for s in grid] + ([chosen["neurons"]] if chosen else [])))
     neurons = {spec: neuron_set(spec, stats) for spec in specs or args.neurons.split(",")[:1]}
     run = ForcedRun(model, stats, {lang: list(corpus.eval[lang]) for lang in languages}, neurons, languages=languages,
