@@ -177,8 +177,9 @@ def main() -> None:
         write_json_atomic(args.results, slim)
         plot(summary, args.results.with_suffix(".png"))
     plot(summary, args.out / "push-compare.png")
-    for line in table(summary):
-        print(line)
+    from steer.bench.readme import push_rows
+
+    print("\n".join(push_rows(summary)))
 
 
 def compare(results: dict, families: list[dict]) -> dict:
@@ -211,30 +212,6 @@ def compare(results: dict, families: list[dict]) -> dict:
         out[family["name"]] = {label: diff(family["name"], other) for label, other in against.items()
                                if other in names}
     return out
-
-
-def fmt(rate, ci) -> str:
-    return "–" if rate is None else f"{rate:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def table(summary: dict) -> list[str]:
-    """The README's comparison table: fluent success [95% CI] per family, overall and per target."""
-    results, targets = summary["results"], summary["targets"]
-    lines = ["| push | fluent, all targets | " + " | ".join(targets) + " |", "|---" * (len(targets) + 2) + "|"]
-    for name, r in results.items():
-        per = " | ".join(f"{r['per_target'][t]['forced']['fluent_success']:.2f}" for t in targets)
-        lines.append(f"| {name} | {fmt(r['fluent_success'], r['fluent_success_ci'])} | {per} |")
-    first = next(iter(results.values()))
-    for label, key in (("unsteered", "unsteered"), ("own-text ceiling", "own_text"), ("human-text ceiling", "human_text")):
-        per = " | ".join(f"{first['per_target'][t][key]['fluent_success']:.2f}" for t in targets)
-        lines.append(f"| {label} | {fmt(first[key]['fluent_success'], first[key]['fluent_success_ci'])} | {per} |")
-    for name, against in summary["comparisons"].items():
-        for label, d in against.items():
-            per = " | ".join(f"{d[t]['difference']:+.2f}" + ("*" if d[t]["ci"][0] > 0 or d[t]["ci"][1] < 0 else "")
-                             for t in targets if t in d)
-            o = d["overall"]
-            lines.append(f"| {name} − {label} | {o['difference']:+.2f} [{o['ci'][0]:+.2f}, {o['ci'][1]:+.2f}] | {per} |")
-    return lines
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from steer.bench.readme import (
-    RENDERERS, alignment_rows, delta_ppl_rows, demo_rows, forced_rows, langid_rows, speed_rows, stale_blocks,
+    RENDERERS, alignment_rows, delta_ppl_rows, demo_rows, forced_rows, langid_rows, push_rows, speed_rows, stale_blocks,
     update_blocks,
 )
 from steer.bench.results import DEMO_KEYS, alignment_result, delta_ppl_result, demo_result
@@ -179,8 +179,44 @@ def test_speed_rows():
     assert speed_rows(data)[4].endswith("| 0.97 |  |")
 
 
+def test_push_rows():
+    """Each push with its interval, the controls, and paired differences starred only where the interval excludes 0."""
+    def rates(fluent, ci=(0.1, 0.9)):
+        return {"fluent_success": fluent, "fluent_success_ci": list(ci)}
+
+    def result(overall, de, ja):
+        return {**rates(overall, (overall - 0.1, overall + 0.1)),
+                "per_target": {t: {"forced": rates(v), "unsteered": rates(0.0), "own_text": rates(0.9),
+                                   "human_text": rates(0.95)} for t, v in (("de", de), ("ja", ja))},
+                "unsteered": rates(0.0, (0.0, 0.02)), "own_text": rates(0.9, (0.8, 1.0)),
+                "human_text": rates(0.95, (0.9, 1.0))}
+
+    data = {"targets": ["de", "ja"],
+            "families": [{"name": "specificity:500", "kind": "learned", "neurons": "specificity:500"},
+                         {"name": "random:specificity:500", "kind": "random", "neurons": "specificity:500"},
+                         {"name": "residual:9", "kind": "residual", "layer": 9}],
+            "results": {"specificity:500": result(0.8, 0.9, 0.7), "random:specificity:500": result(0.6, 0.5, 0.7),
+                        "residual:9": result(0.3, 0.4, 0.2)},
+            "comparisons": {"specificity:500": {
+                "random": {"overall": {"difference": 0.2, "ci": [0.05, 0.35]}, "de": {"difference": 0.4, "ci": [0.1, 0.7]},
+                           "ja": {"difference": 0.0, "ci": [-0.2, 0.2]}},
+                "residual": {"overall": {"difference": 0.5, "ci": [-0.01, 0.9]}, "de": {"difference": 0.5, "ci": [0.2, 0.8]},
+                             "ja": {"difference": 0.5, "ci": [-0.1, 0.9]}}}}}
+    assert push_rows(data) == [
+        "| push | fluent, all targets | de | ja |", "|---|---|---|---|",
+        "| learned push, specificity:500 neurons | 0.80 [0.70, 0.90] | 0.90 | 0.70 |",
+        "| learned push, random neurons (per-layer counts of specificity:500) | 0.60 [0.50, 0.70] | 0.50 | 0.70 |",
+        "| learned residual-stream vector, after layer 9 | 0.30 [0.20, 0.40] | 0.40 | 0.20 |",
+        "| unsteered | 0.00 [0.00, 0.02] | 0.00 | 0.00 |",
+        "| ceiling: the model's own text | 0.90 [0.80, 1.00] | 0.90 | 0.90 |",
+        "| ceiling: human text | 0.95 [0.90, 1.00] | 0.95 | 0.95 |",
+        "| learned push, specificity:500 neurons − its random-neuron control | +0.20 [+0.05, +0.35]* | +0.40* | +0.00 |",
+        "| learned push, specificity:500 neurons − the residual vector | +0.50 [−0.01, +0.90] | +0.50* | +0.50 |",
+    ]
+
+
 def test_every_kind_has_a_renderer_test():
-    assert set(RENDERERS) == {"forced", "demo", "delta-ppl", "alignment", "langid", "speed"}
+    assert set(RENDERERS) == {"forced", "demo", "delta-ppl", "alignment", "langid", "speed", "push"}
 
 
 # ------------------------------------------------------------------ copying a run's figures into a result file

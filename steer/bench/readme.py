@@ -228,6 +228,47 @@ def speed_rows(data: dict) -> list[str]:
     return lines
 
 
+def _family_label(family: dict) -> str:
+    if family["kind"] == "learned":
+        return f"learned push, {family['neurons']} neurons"
+    if family["kind"] == "random":
+        return f"learned push, random neurons (per-layer counts of {family['neurons']})"
+    if family["kind"] == "residual":
+        return f"learned residual-stream vector, after layer {family['layer']}"
+    return f"diffmean rule (the default push), {family['neurons']} neurons"
+
+
+def _excludes_zero(ci) -> bool:
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
+def push_rows(data: dict) -> list[str]:
+    """benchmarks/push_compare.py's result: fluent success [95% CI] of each push, overall and per target, beside the
+    controls and ceilings; then each learned push's paired difference from its random-neuron control, the diffmean
+    rule and the residual vector (* where the 95% interval excludes 0)."""
+    results, targets = data["results"], data["targets"]
+    families = {family["name"]: family for family in data["families"]}
+    lines = ["| push | fluent, all targets | " + " | ".join(targets) + " |", "|---" * (len(targets) + 2) + "|"]
+    for name, r in results.items():
+        per = " | ".join(f"{r['per_target'][t]['forced']['fluent_success']:.2f}" for t in targets)
+        lines.append(f"| {_family_label(families[name])} | {_rate(r['fluent_success'], r['fluent_success_ci'])} | {per} |")
+    first = next(iter(results.values()))
+    for label, key in (("unsteered", "unsteered"), ("ceiling: the model's own text", "own_text"),
+                       ("ceiling: human text", "human_text")):
+        per = " | ".join(f"{first['per_target'][t][key]['fluent_success']:.2f}" for t in targets)
+        lines.append(f"| {label} | {_rate(first[key]['fluent_success'], first[key]['fluent_success_ci'])} | {per} |")
+    names = {"random": "its random-neuron control", "diffmean": "the diffmean rule", "residual": "the residual vector"}
+    for name, against in data["comparisons"].items():
+        for label, d in against.items():
+            per = " | ".join(_signed(d[t]["difference"], 2) + ("*" if _excludes_zero(d[t]["ci"]) else "")
+                             for t in targets if t in d)
+            overall = d["overall"]
+            lines.append(f"| {_family_label(families[name])} − {names[label]} | {_signed(overall['difference'], 2)} "
+                         f"[{_signed(overall['ci'][0], 2)}, {_signed(overall['ci'][1], 2)}]"
+                         f"{'*' if _excludes_zero(overall['ci']) else ''} | {per} |")
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "forced": forced_rows,
     "demo": demo_rows,
@@ -235,6 +276,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "alignment": alignment_rows,
     "langid": langid_rows,
     "speed": speed_rows,
+    "push": push_rows,
 }
 
 
