@@ -107,6 +107,26 @@ def test_a_hook_attached_before_entering_fires_as_on_the_bridge(arch, tiny_root,
     assert fired > 0.8 * len(points)  # a few points never fire, on the bridge either (rotary_emb.hook_out)
 
 
+def test_a_block_kept_on_a_fresh_model_runs_and_its_own_hooks_keep_nothing(tiny_root, one_thread):
+    """A hook on a block's residual output keeps that block a bridge; on a model whose blocks never ran as bridges,
+    the block's first forward wires TransformerLens' capture hooks on its parts, which the fast path guards:
+    it must run all the same (a learned residual push on a freshly loaded model did not). Those capture hooks
+    are TransformerLens' own: once wired, they keep no part out of the fast path."""
+    model = steer.load_model(tiny_model_dir("gemma3", root=tiny_root))
+    ids = torch.tensor([[2, 10, 20, 30]])
+    seen = []
+    with attached(model, [("blocks.1.hook_resid_post", lambda x: seen.append(x.detach().clone()))]):
+        with fast_path(model), torch.no_grad():
+            fast = model.original_model(input_ids=ids).logits
+        with torch.no_grad():
+            bridged = model.original_model(input_ids=ids).logits  # every block a bridge
+    torch.testing.assert_close(fast, bridged, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(seen[0], seen[1], atol=1e-4, rtol=1e-4)
+    layers = model.original_model.model.layers
+    with fast_path(model):  # wired now, and nothing hooked: every part runs as plain HF again
+        assert not any(type(module).__module__.startswith("transformer_lens") for module in layers[1].modules())
+
+
 def test_gap_gpt2_joint_qkv_fires_only_on_the_fast_path(tiny_gpt2):
     """Documented gap: TransformerLens' joint-QKV attention never runs `attn.qkv`; HF's attention does."""
     point = tiny_gpt2.hook_dict["blocks.1.attn.qkv.hook_out"]

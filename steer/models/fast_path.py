@@ -68,10 +68,24 @@ def _original(module: nn.Module) -> nn.Module | None:
     return module._modules.get("_original_component")
 
 
-class _Tree:
-    """Every module under the HF root (bridge components, their parts and originals): parents, hooks."""
+def _wire_blocks(root: nn.Module) -> set[int]:
+    """Have every TransformerLens block bridge install its capture hooks now (it does so at its first forward: a
+    block kept inside the fast path would try to, on parts that are guarded there) and return their ids. They
+    are TransformerLens' own hooks (the split-QKV fork's and hook_mlp_in's capture), not a user's: they do
+    not keep a part out of the fast path."""
+    ids: set[int] = set()
+    for module in root.modules():
+        if isinstance(module, BlockBridge) and hasattr(module, "_maybe_wire_capture_hooks"):
+            module._maybe_wire_capture_hooks()
+            ids.update(handle.id for handle in getattr(module, "_capture_hook_handles", ()))
+    return ids
 
-    def __init__(self, root: nn.Module):
+
+class _Tree:
+    """Every module under the HF root (bridge components, their parts and originals): parents, hooks (other
+    than the `internal` ones, TransformerLens' own)."""
+
+    def __init__(self, root: nn.Module, internal: set[int] = frozenset()):
         self.root = root
         self.modules: dict[int, nn.Module] = {id(root): root}
         self.parents: dict[int, list[nn.Module]] = {}
@@ -81,8 +95,9 @@ class _Tree:
         while stack:
             module = stack.pop()
             attrs = module.__dict__
-            if (attrs["_forward_hooks"] or attrs["_forward_pre_hooks"] or attrs["_backward_hooks"]
-                    or attrs.get("_backward_pre_hooks")):
+            if any(key not in internal for hooks in (attrs["_forward_hooks"], attrs["_forward_pre_hooks"],
+                                                     attrs["_backward_hooks"], attrs.get("_backward_pre_hooks") or {})
+                   for key in hooks):
                 hooked.append(module)
             for child in attrs["_modules"].values():
                 if child is None:
@@ -235,7 +250,7 @@ def _fast_path(model) -> Iterator[None]:
     if hf_model.__dict__.get(_ACTIVE):
         yield
         return
-    tree = _Tree(hf_model)
+    tree = _Tree(hf_model, _wire_blocks(hf_model))
     keep, live = _keep_set(tree)
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
     stamps: list = []
