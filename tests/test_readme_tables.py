@@ -212,6 +212,11 @@ def test_push_rows():
         "| ceiling: human text | 0.95 [0.90, 1.00] | 0.95 | 0.95 |",
         "| learned push, specificity:500 neurons − its random-neuron control | +0.20 [+0.05, +0.35]* | +0.40* | +0.00 |",
         "| learned push, specificity:500 neurons − the residual vector | +0.50 [−0.01, +0.90] | +0.50* | +0.50 |",
+        "",
+        "- learned push, specificity:500 neurons against its random-neuron control, per target: ahead beyond the "
+        "interval: de; no difference shown: ja.",
+        "- learned push, specificity:500 neurons against the residual vector, per target: ahead beyond the interval: "
+        "de; no difference shown: ja.",
     ]
 
 

@@ -266,7 +266,19 @@ def push_rows(data: dict) -> list[str]:
             lines.append(f"| {_family_label(families[name])} − {names[label]} | {_signed(overall['difference'], 2)} "
                          f"[{_signed(overall['ci'][0], 2)}, {_signed(overall['ci'][1], 2)}]"
                          f"{'*' if _excludes_zero(overall['ci']) else ''} | {per} |")
-    return lines
+    verdicts = []
+    for name, against in data["comparisons"].items():
+        for label, d in against.items():
+            groups = {"ahead": [], "behind": [], "not shown": []}
+            for t in targets:
+                if t in d:
+                    ci = d[t]["ci"]
+                    groups["ahead" if ci[0] > 0 else "behind" if ci[1] < 0 else "not shown"].append(t)
+            said = "; ".join(f"{word}: {', '.join(ts)}" for word, ts in (("ahead beyond the interval", groups["ahead"]),
+                                                                         ("behind beyond the interval", groups["behind"]),
+                                                                         ("no difference shown", groups["not shown"])) if ts)
+            verdicts.append(f"- {_family_label(families[name])} against {names[label]}, per target: {said}.")
+    return lines + ([""] + verdicts if verdicts else [])
 
 
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
