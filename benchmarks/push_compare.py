@@ -1,7 +1,8 @@
 """Learned language pushes on several neuron sets, against their controls, on the evaluation half (#21).
 
     python benchmarks/push_compare.py --out DIR [--families F,F,...] [--targets de,ru,...] [--threads 1]
-        [--fit-only [--shard i/n]] [--snapshots FAMILY] [--languages ..] [--corpus ..] [--results FILE]
+        [--fit-only [--shard i/n]] [--snapshots FAMILY] [--push-steps 4,all] [--languages ..] [--corpus ..]
+        [--results FILE]
 
 A family is one push per target:
   NEURONS           learned on the target's neurons of that set (`steer.bench.forced.neuron_set`:
@@ -22,7 +23,9 @@ its random-neuron control, with diffmean on the same neurons and with the residu
 differences (the same prompts; one bootstrap over paragraphs). DIR is the folder of
 `benchmarks/forced_sweep.py`: the statistics, the judge's bars, the unsteered and ceiling units and the
 diffmean units are shared with it. --snapshots FAMILY also keeps that family's push at every validation
-and measures fluent success against training steps.
+and measures fluent success against training steps. --push-steps 4,all chooses how many new tokens the
+learned pushes force on the *tuning* half (the first learned family's fluent success, --tune-prompts per
+pair) before anything is measured on the evaluation half.
 Writes DIR/push-compare.json (and --results FILE without the continuations) and DIR/push-compare.png.
 """
 
@@ -68,6 +71,10 @@ def main() -> None:
     parser.add_argument("--fit-only", action="store_true")
     parser.add_argument("--shard", default="0/1", help="i/n with --fit-only: every n-th (family, target) from the i-th")
     parser.add_argument("--snapshots", default=None, help="a learned family whose pushes are kept at every validation")
+    parser.add_argument("--push-steps", default="4",
+                        help="new tokens a learned push forces for ('all': every one); several (4,all): chosen on the "
+                             "tuning half by the first learned family's fluent success, then used for every push")
+    parser.add_argument("--tune-prompts", type=int, default=3, help="prompts per ordered pair, tuning half")
     parser.add_argument("--results", type=Path, default=None, help="also write the result, without continuations, here")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
@@ -139,13 +146,29 @@ def main() -> None:
                     prompt="prefix", checkpoint=args.out / "units-{key}-push.json",
                     reuse=[args.out / "units-{key}-*.json"], pushes=pushes)
     first = specs[0]
+    from steer.forcing import parse_steps
+
+    candidates = [parse_steps(text) for text in args.push_steps.split(",")]
+    tuning = {}
+    main_family = next((f["name"] for f in families if f["kind"] == "learned"), None)
+    if len(candidates) > 1 and main_family is not None:  # the tuning half chooses; the evaluation half reports
+        for steps in candidates:
+            row = run.sweep_cell(Setting(first, push=main_family, steps=steps), args.tune_prompts, targets)
+            tuning["all" if steps is None else str(steps)] = {
+                "fluent": row.rates.fluent_success, "fluent_ci": row.rates.fluent_success_ci,
+                "raw": row.rates.raw_success, "n": row.rates.n, "per_target": row.per_target}
+            print(f"tuning half, {main_family}, steps {steps or 'all'}: fluent {row.rates.fluent_success:.2f}", flush=True)
+        best = max(tuning, key=lambda key: tuning[key]["fluent"])  # the first listed wins a tie
+        push_steps = parse_steps(best)
+    else:
+        push_steps = candidates[0]
     results = {}
     for family in families:
         if family["kind"] == "diffmean":
             setting = Setting(family["neurons"])
             n_random = 3
         else:
-            setting = Setting(family.get("neurons", first), push=family["name"])
+            setting = Setting(family.get("neurons", first), push=family["name"], steps=push_steps)
             n_random = 1 if family["kind"] == "learned" else 0
         results[family["name"]] = run.report(setting, per_pair=args.eval_prompts, n_random=n_random,
                                              targets=targets).to_dict()
@@ -154,7 +177,7 @@ def main() -> None:
               f"{r['fluent_success_ci'][1]:.2f}], raw {r['raw_success']:.2f}", flush=True)
     curve = {}
     for step in steps_seen:
-        r = run.report(Setting(first, push=f"{args.snapshots}@step{step}"), per_pair=args.eval_prompts, n_random=0,
+        r = run.report(Setting(first, push=f"{args.snapshots}@step{step}", steps=push_steps), per_pair=args.eval_prompts, n_random=0,
                        targets=targets)
         curve[step] = {"fluent": r.fluent_success, "fluent_ci": r.fluent_success_ci,
                        "per_target": {t: row.forced.fluent_success for t, row in r.per_target.items()}}
@@ -167,7 +190,9 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]), "commit": commit(), "languages": languages, "targets": targets,
         "families": families, "training": training.__dict__ if not hasattr(training, "__dataclass_fields__")
         else {k: getattr(training, k) for k in training.__dataclass_fields__},
-        "eval_prompts": args.eval_prompts, "stats_tokens_per_language": args.max_tokens,
+        "eval_prompts": args.eval_prompts, "push_steps": push_steps,
+        "push_steps_tuning": {"family": main_family, "half": "tune", "prompts_per_pair": args.tune_prompts,
+                              "cells": tuning} if tuning else None, "stats_tokens_per_language": args.max_tokens,
         "results": results, "comparisons": comparisons, "fits": fits, "curve_steps": curve,
     }
     write_json_atomic(args.out / "push-compare.json", summary)
