@@ -76,6 +76,8 @@ def main() -> None:
                              "tuning half by the first learned family's fluent success, then used for every push")
     parser.add_argument("--tune-prompts", type=int, default=3, help="prompts per ordered pair, tuning half")
     parser.add_argument("--results", type=Path, default=None, help="also write the result, without continuations, here")
+    parser.add_argument("--units", default="push", help="this process' unit file, DIR/units-KEY-UNITS.json (processes "
+                        "measuring side by side each need their own; every run reads them all)")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     families = [parse_family(text) for text in args.families.split(",")]
@@ -143,7 +145,7 @@ def main() -> None:
 
     # ------------------------------------------------------------------ measuring
     run = ForcedRun(model, stats, {lang: list(corpus.eval[lang]) for lang in languages}, neurons, languages=languages,
-                    prompt="prefix", checkpoint=args.out / "units-{key}-push.json",
+                    prompt="prefix", checkpoint=args.out / f"units-{{key}}-{args.units}.json",
                     reuse=[args.out / "units-{key}-*.json"], pushes=pushes)
     first = specs[0]
     from steer.forcing import parse_steps
