@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     families = [parse_family(text) for text in args.families.split(",")]
+    if not any("neurons" in family for family in families):
+        parser.error("--families needs at least one family on neurons (the residual vector is measured beside one)")
     shard, shards = (int(x) for x in args.shard.split("/"))
 
     import torch
