@@ -176,7 +176,7 @@ def cmd_generate(args) -> None:
 
     import steer
     from steer._io import prepare_out
-    from steer.forcing import DEFAULT_STEPS, SUPPRESS
+    from steer.forcing import STEPS_DEFAULT, SUPPRESS
     from steer.generation import check_generate_args
     from steer.languages import normalise_code
 
@@ -198,7 +198,7 @@ def cmd_generate(args) -> None:
             raise ValueError("--mask-experts needs --stats (the routing frequencies that pick a language's experts)")
         mask = steer.ExpertMask.for_language(stats, masked, top=args.mask_top)  # a dense model's stats: refused here
     suppress = args.suppress if args.suppress in SUPPRESS else _languages(args.suppress, "--suppress")
-    steps = DEFAULT_STEPS if args.steps is None else None if args.steps == "all" else args.steps
+    steps = STEPS_DEFAULT if args.steps is None else None if args.steps == "all" else args.steps
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
                         strength=args.strength, suppress=suppress, steps=steps, phase=args.phase,
                         max_new_tokens=args.max_new_tokens, push=push)  # before the model
@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
     generate.add_argument("--steps", type=steps_arg, help="with --force-language: stop forcing once this many new "
-                          "tokens are predicted, or 'all' to force every one (default: steer.forcing.DEFAULT_STEPS)")
+                          "tokens are predicted, or 'all' to force every one (default: steer.forcing.DEFAULT_STEPS, 4; with "
+                          "--push, every one)")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
                           "the unsteered side uses the same")
     generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")

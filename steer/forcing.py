@@ -48,6 +48,12 @@ DEFAULT_STRENGTH = {"set": 1.5, "additive": 4.0, "diffmean": 3.0, "std": 1.0}
 # the target by itself, more fluently than under a push at every step. Chosen under the old measure (README:
 # specificity-1000 diffmean 2, tuning half: 4 steps 0.28 fluent, every step 0.23); not re-chosen under the new.
 DEFAULT_STEPS = 4
+# A learned push (`steer.push.LanguagePush`; trained with its offsets on every position) forces every new token
+# unless told otherwise: chosen on the tuning half before the evaluation half was read (benchmarks/push_compare.py
+# --push-steps 4,all; the cells are in docs/results/push-compare.json, "push_steps_tuning").
+DEFAULT_PUSH_STEPS = None
+# `steps` when a caller gives none: DEFAULT_STEPS for a rule's push, DEFAULT_PUSH_STEPS for a learned one
+STEPS_DEFAULT = "default"
 SUPPRESS = ("others", "source", "none")
 DEFAULT_SUPPRESS = "none"
 # The decoding the forcing defaults were tuned with (and that steer.generate uses when forcing a
@@ -95,6 +101,14 @@ def learned_push(model, target: str, neurons: NeuronSet, *, corpus=None, trainin
     push = fit_push(model, corpus, target, neurons=neurons, training=training, progress=progress)
     push.save(where)
     return push
+
+
+def default_steps(steps, push=None) -> int | None:
+    """`steps` as given, or, for `STEPS_DEFAULT`, the default of the push: `DEFAULT_PUSH_STEPS` for a learned
+    push (a `LanguagePush` or "learned"), else `DEFAULT_STEPS`."""
+    if isinstance(steps, str) and steps == STEPS_DEFAULT:
+        return DEFAULT_PUSH_STEPS if push is not None else DEFAULT_STEPS
+    return steps
 
 
 def parse_steps(text: str | int | None) -> int | None:

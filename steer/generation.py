@@ -16,13 +16,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steer.forcing import (DEFAULT_STEPS, DEFAULT_SUPPRESS, LEARNED, check_forcing, forcing_decoding, forcing_neurons,
-                           forcing_settings, forcing_steerings, learned_push)
+from steer.forcing import (DEFAULT_SUPPRESS, LEARNED, STEPS_DEFAULT, check_forcing, default_steps, forcing_decoding,
+                           forcing_neurons, forcing_settings, forcing_steerings, learned_push)
 from steer.langid import detect_language
 from steer.models import input_device
 from steer.models.fast_path import fast_path
 from steer.neurons import NeuronSet
-from steer.steering import Intervention, Steering, active_steerings, check_steps
+from steer.steering import Intervention, Steering, active_steerings
 from steer.tokens import left_pad
 
 
@@ -44,7 +44,8 @@ class Generation:
 def check_generate_args(
     prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
     mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
-    steps: int | None = DEFAULT_STEPS, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all", push=None,
+    steps: int | None | str = STEPS_DEFAULT, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all",
+    push=None,
 ) -> list[str]:
     """The checks `generate` makes before anything runs (they need no model, so the command line calls this
     once it has read the files, before it loads one); returns the prompts as a list."""
@@ -53,16 +54,16 @@ def check_generate_args(
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
-    check_steps(steps)
     if force_language is None:
         given = [name for name, value in (("mode", mode), ("strength", strength)) if value is not None]
-        given += [name for name, value, default in (("steps", steps, DEFAULT_STEPS), ("phase", phase, "all"),
+        given += [name for name, value, default in (("steps", steps, STEPS_DEFAULT), ("phase", phase, "all"),
                                                     ("suppress", suppress, DEFAULT_SUPPRESS)) if value != default]
         if given:
             raise ValueError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with "
                              f"force_language (--force-language); give a target language or leave "
                              f"{'them' if len(given) > 1 else 'it'} out")
         return prompts
+    steps = default_steps(steps, push)
     check_forcing(neurons=neurons, stats=stats, force_language=force_language, mode=mode, strength=strength,
                   suppress=suppress, steps=steps, push=push)
     return prompts
@@ -80,7 +81,7 @@ def generate(
     strength: float | None = None,
     suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
     phase: str = "all",
-    steps: int | None = DEFAULT_STEPS,
+    steps: int | None | str = STEPS_DEFAULT,
     max_new_tokens: int = 32,
     min_new_tokens: int = 0,
     do_sample: bool = False,
@@ -107,8 +108,9 @@ def generate(
     push fitted on the target's neurons (`steer.forcing.learned_push`, on `corpus`, default the embedded
     one) the first time and read from steer's cache after. `phase` says
     where the forcing acts: "all" positions, or "output" (those that predict a generated token; the rest of
-    the prompt is read unsteered), and `steps` stops it once that many new tokens are predicted (default
-    `DEFAULT_STEPS`; None: every step). `repetition_penalty` and `no_repeat_ngram_size` are HF generate's;
+    the prompt is read unsteered), and `steps` stops it once that many new tokens are predicted (None: every
+    step; default `DEFAULT_STEPS` for a rule's push, `DEFAULT_PUSH_STEPS`, every step, for a learned one).
+    `repetition_penalty` and `no_repeat_ngram_size` are HF generate's;
     when forcing a language they default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns
     the continuations (prompt excluded) and each one's detected language ("und" when the language
     identifier cannot tell). `mode` (default `DEFAULT_FORCE_MODE`), `strength` (default
@@ -120,6 +122,7 @@ def generate(
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, phase=phase, push=push)
+    steps = default_steps(steps, push)
     if force_language is not None and neurons is None and (push is None or push == LEARNED or suppress != "none"):
         neurons = forcing_neurons(stats)
     if push == LEARNED:  # fitted once per (model, neurons, corpus), then read from the cache

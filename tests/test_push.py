@@ -326,3 +326,18 @@ def test_a_learned_push_needs_the_target_in_its_corpus(tiny, parallel, push_neur
                          eval={k: parallel.eval[k] for k in ("en", "ja")}, ids={}, source="x", parallel=True)
     with pytest.raises(ValueError, match="pass corpus= .* with 'de', or mode='diffmean'"):
         learned_push(tiny, "de", push_neurons, corpus=other)
+
+
+def test_a_learned_push_forces_every_step_unless_told_otherwise(tiny, tiny_stats, de_push):
+    """steps' default is the push's: the first DEFAULT_STEPS new tokens for a rule's push, every one for a learned
+    push (chosen on the tuning half); a given steps wins either way."""
+    from steer.bench.forced import Setting
+    from steer.forcing import DEFAULT_PUSH_STEPS, DEFAULT_STEPS
+
+    assert DEFAULT_PUSH_STEPS is None and DEFAULT_STEPS == 4
+    learned = steer.generate(tiny, ["Open the file."], push=de_push, max_new_tokens=2, detect=False)
+    rule = steer.generate(tiny, ["Open the file."], stats=tiny_stats, force_language="de", max_new_tokens=2,
+                          detect=False)
+    given = steer.generate(tiny, ["Open the file."], push=de_push, steps=2, max_new_tokens=2, detect=False)
+    assert (learned.settings["steps"], rule.settings["steps"], given.settings["steps"]) == (None, 4, 2)
+    assert (Setting(push="learned").steps, Setting().steps, Setting(push="learned", steps=3).steps) == (None, 4, 3)

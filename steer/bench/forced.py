@@ -40,8 +40,8 @@ from steer.bench.registry import Benchmark, Context, Job, register
 from steer.bench.report import forced_section
 from steer.bench.resample import rate_ci
 from steer.forcing import (
-    DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, SUPPRESS, check_mode,
-    forcing_decoding, parse_steps,
+    DEFAULT_FORCE_MODE, DEFAULT_PUSH_STEPS, DEFAULT_STEPS, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, STEPS_DEFAULT, SUPPRESS,
+    check_mode, default_steps, forcing_decoding, parse_steps,
 )
 from steer.generation import generate
 from steer.langid import detect_language, top_language
@@ -267,7 +267,7 @@ class Setting:
     strength: float | None = None  # None: DEFAULT_STRENGTH[mode] (1 for a push)
     suppress: str = DEFAULT_SUPPRESS
     phase: str = "all"
-    steps: int | None = DEFAULT_STEPS  # None: every step
+    steps: int | None | str = STEPS_DEFAULT  # None: every step; default: the push's (steer.forcing.default_steps)
     push: str | None = None
 
     def __post_init__(self):
@@ -276,7 +276,7 @@ class Setting:
             raise ValueError(f"unknown suppress '{self.suppress}' (known: {', '.join(SUPPRESS)})")
         if self.phase not in ("all", "output"):
             raise ValueError(f"unknown phase '{self.phase}' (known: all, output)")
-        object.__setattr__(self, "steps", parse_steps(self.steps))  # "all" (a text interface's None) too
+        object.__setattr__(self, "steps", parse_steps(default_steps(self.steps, self.push)))  # "all" (None) too
         default = 1.0 if self.push is not None else DEFAULT_STRENGTH[self.mode]
         object.__setattr__(self, "strength", float(default if self.strength is None else self.strength))
 
@@ -663,7 +663,7 @@ class ForcedBench:
     mode: str | None = None
     strength: float | None = None
     suppress: str | None = None
-    steps: int | str = DEFAULT_STEPS  # new tokens to force, or "all"
+    steps: int | str = STEPS_DEFAULT  # new tokens to force, or "all"; default: the push's (4; a learned one every)
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     n_baseline: int = 100  # tuning-half paragraphs per language (at most) whose true continuations set the NLL bar
@@ -696,7 +696,7 @@ class ForcedBench:
         if self.prompt not in PROMPT_KINDS:
             raise ValueError(f"{where}: unknown prompt '{self.prompt}' (known: {', '.join(PROMPT_KINDS)})")
         try:
-            parse_steps(self.steps)
+            parse_steps(default_steps(self.steps, self.push or None))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         if self.n_prompts < 1 or self.max_new_tokens < 1 or self.n_baseline < 1:
@@ -732,7 +732,7 @@ def forced_language(
     mode: str = DEFAULT_FORCE_MODE,
     strength: float | None = None,
     suppress: str = DEFAULT_SUPPRESS,
-    steps: int | None = DEFAULT_STEPS,
+    steps: int | None | str = STEPS_DEFAULT,
     push: str | None = None,
     pushes: dict | None = None,
     repetition_penalty: float | None = None,
@@ -828,7 +828,7 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
         ctx.model, ctx.neurons[spec.neurons], ctx.stats, {lang: list(ctx.corpus.eval[lang]) for lang in ctx.corpus.languages},
         prompt=spec.prompt, n_prompts=spec.n_prompts, prompt_words=spec.prompt_words,
         mode=spec.mode or DEFAULT_FORCE_MODE, strength=spec.strength, suppress=spec.suppress or DEFAULT_SUPPRESS,
-        steps=parse_steps(spec.steps), repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+        steps=parse_steps(default_steps(spec.steps, spec.push or None)), repetition_penalty=spec.repetition_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
         n_baseline=spec.n_baseline, n_random=spec.push_random if spec.push else spec.n_random, seed=spec.seed, sweep_modes=spec.sweep_modes,
         sweep_strengths=spec.sweep_strengths, sweep_suppress=spec.sweep_suppress, sweep_n_prompts=spec.sweep_n_prompts,
         sweep_targets=spec.sweep_targets, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
@@ -842,7 +842,8 @@ def _run(ctx: Context, spec: ForcedBench, job: Job) -> dict:
 def _key(ctx: Context) -> dict:
     # the steering strengths come from the stats; a spec without mode/strength uses the defaults; the verdicts
     # depend on the judge's constants
-    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, DEFAULT_STEPS],
+    return {"stats": ctx.keys["stats"], "defaults": [DEFAULT_FORCE_MODE, DEFAULT_STRENGTH, DEFAULT_SUPPRESS, DEFAULT_STEPS,
+                                       DEFAULT_PUSH_STEPS],
             "judge": JUDGE_CONSTANTS, "protocol": 2}
 
 
