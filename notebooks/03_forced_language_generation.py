@@ -56,7 +56,8 @@ nb = setup("03_forced_language_generation",
            n_prompts=1,  # prompts per (source, target) pair in the measurement
            n_baseline=30,  # tuning-half paragraphs per language whose true continuations set the fluency bar
            n_random=3,  # random-neuron control seeds
-           max_new_tokens=16)
+           max_new_tokens=16,
+           push_steps=30)  # training steps of the learned push fitted at the end
 MAX_STATS, MAX_LENGTH, LANGUAGES, OUT = nb.max_stats, nb.max_length, nb.languages, nb.out
 N_PROMPTS, N_BASELINE, N_RANDOM, MAX_NEW_TOKENS = nb.n_prompts, nb.n_baseline, nb.n_random, nb.max_new_tokens
 print(f"forcing defaults: neurons {FORCING_NEURONS}, {DEFAULT_FORCE_MODE} at strength "
@@ -173,3 +174,51 @@ table(["mode", "strength", "continuation", "detected"], rows)
 # %% [markdown]
 # For a sweep over neurons, modes and strengths on the tuning half, see `benchmarks/forced_sweep.py`; for
 # the measurement as a benchmark with a report, `steer bench` with a `[bench.forced]` section.
+
+# %% [markdown]
+# ## A learned push
+#
+# diffmean pushes every neuron of the target by one rule. `steer.fit_push` learns one offset per neuron of the
+# same neurons instead, from parallel text of the statistics split only (the opening of a paragraph in another
+# language, then the rest of that paragraph in the target; cross-entropy of the continuation, the model
+# frozen), and `generate(..., push=push)` forces with it. Here one target's push at a small budget
+# (`push_steps`); `generate(..., force_language=target, push="learned")` fits one at the library's budget the
+# first time and reads it from steer's cache after.
+
+# %%
+from steer.push_training import PushTraining
+
+target = next(t for t in forced if t != "en")
+started = time.perf_counter()
+push = steer.fit_push(model, corpus, target, neurons=neurons, progress=False,
+                      training=PushTraining(max_steps=nb.push_steps, eval_every=max(1, nb.push_steps // 3)))
+print(f"{len(push)} offsets for {target} in {time.perf_counter() - started:.0f} s; validation loss "
+      f"{push.meta['val_loss_unpushed']:.2f} -> {push.meta['val_loss']:.2f} nats/token (step {push.meta['best_step']})")
+learned = steer.generate(model, PROMPTS, push=push, max_new_tokens=MAX_NEW_TOKENS)
+table(["prompt", f"diffmean → {target}", f"learned push → {target}"],
+      [[prompt, f"{forced[target].texts[i]} ({forced[target].languages[i]})",
+        f"{learned.texts[i]} ({learned.languages[i]})"] for i, prompt in enumerate(PROMPTS)])
+saved = push.save(OUT / "push")
+
+# %% [markdown]
+# ## Does the push need the language neurons?
+#
+# `benchmarks/push_compare.py` fits the same push, with the same budget, on each target's language neurons, on
+# random neurons with the same per-layer counts, and as one residual-stream vector, and measures each as
+# above on the evaluation half (README, "A learned language push"). The figures of its last run, from the
+# result file in a checkout of steer (an installed steer has none): fluent success per target against the
+# diffmean rule and the random-neuron control, the learning curve in validation loss, and fluent success
+# against training steps.
+
+# %%
+from pathlib import Path
+
+from steer.bench.readme import push_rows
+
+results = Path(steer.__file__).resolve().parent.parent / "docs" / "results"
+if (results / "push-compare.json").is_file():
+    comparison = json.loads((results / "push-compare.json").read_text())
+    display(Markdown("\n".join(push_rows(comparison))))
+    display(Image(filename=str(results / "push-compare.png")))
+else:
+    print("no docs/results/push-compare.json here: run benchmarks/push_compare.py in a checkout")

@@ -50,6 +50,7 @@ SMALL = {  # sizes every notebook reads from the environment
     "STEER_NB_N_PROMPTS": "2",
     "STEER_NB_MAX_NEW_TOKENS": "12",
     "STEER_NB_ALIGN_STEPS": "20",
+    "STEER_NB_PUSH_STEPS": "3",
 }
 
 
@@ -186,6 +187,8 @@ def test_03_forced_language_generation(tmp_path, monkeypatch):
     assert result["n"] == len(languages) * (len(languages) - 1) * int(SMALL["STEER_NB_N_PROMPTS"])
     assert result["fluent_success_ci"] is not None and result["random"]["fluent_success_ci"] is not None
     assert (out / "forced.png").is_file()
+    push = steer.LanguagePush.load(out / "push")  # the learned push, fitted at the small budget
+    assert push.target in languages and 1 <= push.meta["curve"][-1]["step"] <= int(SMALL["STEER_NB_PUSH_STEPS"])
 
 
 def test_03_measures_with_the_library():
