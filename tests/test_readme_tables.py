@@ -27,7 +27,7 @@ def test_readme_tables_equal_their_result_files():
         "a README table differs from its file under docs/results: run python benchmarks/readme_tables.py (make docs)"
     assert update_blocks(readme, RESULTS) == readme
     blocks = list(BLOCKS.finditer(readme))
-    assert {m["kind"] or "forced" for m in blocks} >= {"forced", "demo", "delta-ppl", "alignment", "langid"}
+    assert {m["kind"] or "forced" for m in blocks} >= {"forced", "demo", "delta-ppl", "alignment", "langid", "speed"}
     for match in blocks:  # each file names the command that made it and the full commit
         data = json.loads((RESULTS / match["file"]).read_text(encoding="utf-8"))
         assert data["command"], match["file"]
