@@ -91,7 +91,8 @@ def learned_push(model, target: str, neurons: NeuronSet, *, corpus=None, trainin
     corpus = load_corpus(progress=progress) if corpus is None else corpus
     if target not in corpus.languages:
         raise ValueError(f"a learned push for '{target}' trains on parallel text in it; the corpus has only "
-                         f"{', '.join(corpus.languages)}: pass corpus= (--corpus) with '{target}', or mode='diffmean'")
+                         f"{', '.join(corpus.languages)}: pass a corpus= with '{target}', or leave push out (the "
+                         f"diffmean rule)")
     key = hashlib.sha256(json.dumps({"model": info.weights_hash, "target": target, "units": units,
                                      "corpus": corpus.fingerprint(), "training": asdict(training)},
                                     sort_keys=True).encode()).hexdigest()[:16]
