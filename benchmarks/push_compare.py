@@ -35,6 +35,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,7 +173,9 @@ def main() -> None:
             setting = Setting(family["neurons"])
             n_random = 3
         else:
-            setting = Setting(family.get("neurons", first), push=family["name"], steps=push_steps)
+            # a random family is measured under the name the learned family's control goes by: one set of units
+            push = random_push_name(family["neurons"], 0) if family["kind"] == "random" else family["name"]
+            setting = Setting(family.get("neurons", first), push=push, steps=push_steps)
             n_random = 1 if family["kind"] == "learned" else 0
         results[family["name"]] = run.report(setting, per_pair=args.eval_prompts, n_random=n_random,
                                              targets=targets).to_dict()
@@ -192,8 +195,7 @@ def main() -> None:
                         | {"units": len(pushes[f["name"]][t])} for t in targets} for f in learned}
     summary = {
         "command": " ".join(["python", *sys.argv]), "commit": commit(), "languages": languages, "targets": targets,
-        "families": families, "training": training.__dict__ if not hasattr(training, "__dataclass_fields__")
-        else {k: getattr(training, k) for k in training.__dataclass_fields__},
+        "families": families, "training": asdict(training),
         "eval_prompts": args.eval_prompts, "push_steps": push_steps,
         "push_steps_tuning": {"family": main_family, "half": "tune", "prompts_per_pair": args.tune_prompts,
                               "cells": tuning} if tuning else None, "stats_tokens_per_language": args.max_tokens,

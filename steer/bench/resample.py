@@ -17,6 +17,28 @@ N_BOOTSTRAP = 2000
 LEVEL = 0.95
 
 
+def _cluster_means(
+    values: Sequence[float], clusters: Sequence[Hashable], *, n_boot: int, seed: int,
+) -> Float[Tensor, " boot"]:
+    """The mean of per-item `values` in each of `n_boot` cluster-bootstrap resamples (whole clusters drawn with
+    replacement, every item of a drawn cluster taken)."""
+    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
+    ids = torch.tensor([index[label] for label in clusters])
+    n_clusters = len(index)
+    totals = torch.bincount(ids, weights=torch.tensor([float(v) for v in values], dtype=torch.float64),
+                            minlength=n_clusters)
+    sizes = torch.bincount(ids, minlength=n_clusters).to(torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randint(n_clusters, (n_boot, n_clusters), generator=generator)  # [boot, cluster draw]
+    return totals[drawn].sum(1) / sizes[drawn].sum(1)
+
+
+def _interval(resampled: Float[Tensor, " boot"], level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2
+    low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return low, high
+
+
 def bootstrap_rates(
     flags: Sequence[bool], clusters: Sequence[Hashable], *, n_boot: int = N_BOOTSTRAP, seed: int = 0,
 ) -> Float[Tensor, " boot"]:
@@ -25,15 +47,7 @@ def bootstrap_rates(
         raise ValueError(f"{len(flags)} flags but {len(clusters)} cluster labels")
     if not flags:
         raise ValueError("no items to resample")
-    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
-    ids = torch.tensor([index[label] for label in clusters])
-    n_clusters = len(index)
-    hits = torch.bincount(ids, weights=torch.tensor([float(bool(f)) for f in flags], dtype=torch.float64),
-                          minlength=n_clusters)
-    sizes = torch.bincount(ids, minlength=n_clusters).to(torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    drawn = torch.randint(n_clusters, (n_boot, n_clusters), generator=generator)  # [boot, cluster draw]
-    return hits[drawn].sum(1) / sizes[drawn].sum(1)
+    return _cluster_means([bool(f) for f in flags], clusters, n_boot=n_boot, seed=seed)
 
 
 def rate_ci(
@@ -44,10 +58,7 @@ def rate_ci(
     if not flags:
         return None, None
     rate = sum(map(bool, flags)) / len(flags)
-    rates = bootstrap_rates(flags, clusters, n_boot=n_boot, seed=seed)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(rates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return rate, (low, high)
+    return rate, _interval(bootstrap_rates(flags, clusters, n_boot=n_boot, seed=seed), level)
 
 
 def difference_ci(
@@ -62,18 +73,5 @@ def difference_ci(
                          f"labels ({len(clusters)})")
     if not flags_a:
         return None, None
-    index = {label: i for i, label in enumerate(dict.fromkeys(clusters))}
-    ids = torch.tensor([index[label] for label in clusters])
-    n_clusters = len(index)
-
-    def hits(flags):
-        return torch.bincount(ids, weights=torch.tensor([float(bool(f)) for f in flags], dtype=torch.float64),
-                              minlength=n_clusters)
-
-    gap = hits(flags_a) - hits(flags_b)
-    sizes = torch.bincount(ids, minlength=n_clusters).to(torch.float64)
-    drawn = torch.randint(n_clusters, (n_boot, n_clusters), generator=torch.Generator().manual_seed(seed))
-    rates = gap[drawn].sum(1) / sizes[drawn].sum(1)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(rates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return float(gap.sum() / sizes.sum()), (low, high)
+    gaps = [int(bool(a)) - int(bool(b)) for a, b in zip(flags_a, flags_b)]
+    return sum(gaps) / len(gaps), _interval(_cluster_means(gaps, clusters, n_boot=n_boot, seed=seed), level)
