@@ -9,8 +9,9 @@ A family is one push per target:
                     specificity:500, zhang2025, lape, ...)
   random:NEURONS    learned the same way, with the same budget, on random neurons with NEURONS' per-layer
                     counts (seed 0): the control a learned push on language neurons must beat
-  residual:L        one vector added to the residual stream after layer L, learned the same way (the usual
-                    steering-vector baseline)
+  residual:L[:LR]   one vector added to the residual stream after layer L, learned the same way (the usual
+                    steering-vector baseline), with Adam's learning rate LR if given (the residual stream's
+                    scale is not the neurons')
   diffmean:NEURONS  the rule `force_language` applies today (diffmean at its default strength, the first
                     steps), nothing learned
 Every push is fitted by `steer.fit_push` (the corpus' stats split only; early stopping on held-out
@@ -35,7 +36,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,8 +49,9 @@ def parse_family(text: str) -> dict:
     kind, _, rest = text.partition(":")
     if kind == "random":
         return {"name": text, "kind": "random", "neurons": rest}
-    if kind == "residual":
-        return {"name": text, "kind": "residual", "layer": int(rest)}
+    if kind == "residual":  # residual:L or residual:L:LR (Adam's learning rate; default PushTraining's)
+        layer, _, lr = rest.partition(":")
+        return {"name": text, "kind": "residual", "layer": int(layer)} | ({"lr": float(lr)} if lr else {})
     if kind == "diffmean":
         return {"name": text, "kind": "diffmean", "neurons": rest}
     return {"name": text, "kind": "learned", "neurons": text}
@@ -116,8 +118,9 @@ def main() -> None:
             def on_eval(step: int, push: LanguagePush) -> None:
                 push.save(where(f"{family['name']}@step{step}", target))
         if family["kind"] == "residual":
-            push = fitted_push(model, corpus, target, where(family["name"], target), training,
-                               residual_layer=family["layer"], on_eval=on_eval)
+            push = fitted_push(model, corpus, target, where(family["name"], target),
+                               replace(training, lr=family.get("lr", training.lr)), residual_layer=family["layer"],
+                               on_eval=on_eval)
         else:
             chosen = neurons[family["neurons"]]
             if family["kind"] == "random":
@@ -254,7 +257,8 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     results, targets = summary["results"], summary["targets"]
-    panels = 3 if summary["curve_steps"] else 2
+    sizes = neuron_curve(summary)
+    panels = 2 + bool(summary["curve_steps"]) + bool(sizes)
     fig, axes = plt.subplots(1, panels, figsize=(6 + 0.6 * len(targets) + 4.5 * (panels - 1), 4.2),
                              width_ratios=[1.6] + [1] * (panels - 1))
     width = 0.8 / len(results)
@@ -296,9 +300,37 @@ def plot(summary: dict, path: Path) -> None:
         axes[2].set_ylabel("fluent success, all targets")
         axes[2].set_ylim(0, 1)
         axes[2].set_title("success against training")
+    if sizes:
+        ax = axes[-1]
+        for label, points in sizes.items():
+            ks = sorted(points)
+            ax.errorbar(ks, [points[k][0] for k in ks], capsize=3, marker="o", label=label,
+                        yerr=[[points[k][0] - points[k][1][0] for k in ks], [points[k][1][1] - points[k][0] for k in ks]])
+        ax.set_xscale("log")
+        ticks = sorted({k for points in sizes.values() for k in points})
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("specificity neurons per language (k)")
+        ax.set_ylabel("fluent success, all targets")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("success against the number of neurons")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def neuron_curve(summary: dict) -> dict:
+    """{"language neurons" / "random neurons": {k: (fluent, ci)}} over the learned families on specificity:k and
+    their random controls, when at least two k were measured; else {}."""
+    curve: dict = {}
+    for family in summary["families"]:
+        method, _, k = family.get("neurons", "").partition(":")
+        if family["kind"] in ("learned", "random") and method == "specificity" and k.isdigit():
+            r = summary["results"][family["name"]]
+            label = "language neurons" if family["kind"] == "learned" else "random neurons, same per-layer counts"
+            curve.setdefault(label, {})[int(k)] = (r["fluent_success"], r["fluent_success_ci"])
+    return curve if any(len(points) > 1 for points in curve.values()) else {}
 
 
 if __name__ == "__main__":

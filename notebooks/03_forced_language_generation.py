@@ -17,13 +17,19 @@
 # # 3. Forcing the output language
 #
 # To make the model continue in a target language, `steer.generate(..., stats=stats, force_language=target)`
-# pushes the target's neurons while it predicts the first few new tokens; the model then goes on by itself.
-# The policy lives in `steer.forcing`, and its defaults are the setting chosen on the tuning half of the
-# held-out paragraphs (README, "Forced language"): the specificity baseline's neurons for each language
-# (`FORCING_NEURONS`), a *diffmean* push (strength × (the neuron's mean on target-language text − its mean on
-# the other languages), `DEFAULT_STRENGTH`) over the first `DEFAULT_STEPS` new tokens, no other language
-# switched off (`suppress="none"`), greedy decoding with a repetition penalty (`DEFAULT_DECODING`). The first
-# cell prints them.
+# pushes the target's neurons while it generates. The policy lives in `steer.forcing`. Two kinds of push:
+# - a *rule* (`mode=`), nothing to fit: the *diffmean* rule adds strength × (the neuron's mean on
+#   target-language text − its mean on the other languages) (`DEFAULT_STRENGTH`) over the first
+#   `DEFAULT_STEPS` new tokens, and the model goes on by itself;
+# - a *learned* push (the last sections): one offset per neuron, fitted on parallel text. It is what
+#   `force_language` does when given neither `mode` nor `push`, because it forces far more often (README,
+#   "A learned language push"); it is fitted the first time for each (model, target) (minutes on a CPU) and
+#   read from steer's cache after.
+#
+# Both push the specificity baseline's neurons of each language (`FORCING_NEURONS`), switch no other language
+# off (`suppress="none"`), and decode greedily with a repetition penalty (`DEFAULT_DECODING`); the rule's
+# settings are the ones chosen on the tuning half of the held-out paragraphs (README, "Forced language").
+# This notebook shows the rule first, since it needs no fitting, and the first cell prints its settings.
 #
 # Whether a forced continuation is in the target is decided offline (`steer.detect_language`); whether it
 # counts as a success, by the library's measure (`steer.bench.forced_language`): in the target *and* fluent,
@@ -43,7 +49,7 @@ import steer
 from steer.bench.forced import forced_language
 from steer.bench.plots import plot_forced
 from steer.bench.report import forced_table
-from steer.forcing import DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_STEPS, DEFAULT_STRENGTH, FORCING_NEURONS
+from steer.forcing import DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_PUSH, DEFAULT_STEPS, DEFAULT_STRENGTH, FORCING_NEURONS
 from steer.forcing import forcing_neurons
 from steer.notebook import setup, table
 
@@ -60,8 +66,8 @@ nb = setup("03_forced_language_generation",
            push_steps=30)  # training steps of the learned push fitted at the end
 MAX_STATS, MAX_LENGTH, LANGUAGES, OUT = nb.max_stats, nb.max_length, nb.languages, nb.out
 N_PROMPTS, N_BASELINE, N_RANDOM, MAX_NEW_TOKENS = nb.n_prompts, nb.n_baseline, nb.n_random, nb.max_new_tokens
-print(f"forcing defaults: neurons {FORCING_NEURONS}, {DEFAULT_FORCE_MODE} at strength "
-      f"{DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]:g}, the first {DEFAULT_STEPS} new tokens, decoding {DEFAULT_DECODING}")
+print(f"forcing: neurons {FORCING_NEURONS}, decoding {DEFAULT_DECODING}; default push: {DEFAULT_PUSH}; the rule: "
+      f"{DEFAULT_FORCE_MODE} at strength {DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]:g}, the first {DEFAULT_STEPS} new tokens")
 
 # %% [markdown]
 # ## Neurons
@@ -85,9 +91,10 @@ print(f"{len(neurons)} neurons ({neurons.method}, {neurons.params['n_per_languag
 # %% [markdown]
 # ## Unsteered and forced, side by side
 #
-# A few English prompts, decoded the same way on both sides. The unsteered model continues in English;
-# each forced column should switch to its target language. The label after each continuation is the
-# language `steer.detect_language` finds in it.
+# A few English prompts, decoded the same way on both sides, forced with the diffmean rule
+# (`mode=DEFAULT_FORCE_MODE`). The unsteered model continues in English; each forced column should switch
+# to its target language. The label after each continuation is the language `steer.detect_language` finds
+# in it.
 
 # %%
 PROMPTS = [
@@ -95,8 +102,8 @@ PROMPTS = [
     "The weather was cold this morning, so we",
     "A spreadsheet function adds the values of",
 ]
-forced = {target: steer.generate(model, PROMPTS, stats=stats, force_language=target, max_new_tokens=MAX_NEW_TOKENS)
-          for target in targets if target != "en"}
+forced = {target: steer.generate(model, PROMPTS, stats=stats, force_language=target, mode=DEFAULT_FORCE_MODE,
+                                 max_new_tokens=MAX_NEW_TOKENS) for target in targets if target != "en"}
 plain = steer.generate(model, PROMPTS, candidates=stats.languages, max_new_tokens=MAX_NEW_TOKENS, **DEFAULT_DECODING)
 table(["prompt", "unsteered"] + [f"forced → {t}" for t in forced],
       [[prompt, f"{plain.texts[i]} ({plain.languages[i]})"]
@@ -156,7 +163,7 @@ print("wrote forced.json")
 # Other ways to push the target's neurons (`mode=`), each at its default strength (`DEFAULT_STRENGTH`):
 # - `set`: the neuron's activation is replaced by strength × its mean on target-language text;
 # - `additive`: strength × that mean is added;
-# - `diffmean`: strength × (target mean − mean over the other languages) is added (the default);
+# - `diffmean`: strength × (target mean − mean over the other languages) is added (the default rule);
 # - `std` (not shown; stats collected with `sq_sums=True`): strength standard deviations, towards the target.
 #
 # `suppress="source"` also switches off the prompt's own language's neurons, `"others"` every other
@@ -182,8 +189,8 @@ table(["mode", "strength", "continuation", "detected"], rows)
 # same neurons instead, from parallel text of the statistics split only (the opening of a paragraph in another
 # language, then the rest of that paragraph in the target; cross-entropy of the continuation, the model
 # frozen), and `generate(..., push=push)` forces with it. Here one target's push at a small budget
-# (`push_steps`); `generate(..., force_language=target, push="learned")` fits one at the library's budget the
-# first time and reads it from steer's cache after.
+# (`push_steps`). `generate(..., force_language=target)` with neither `push` nor `mode` fits one at the
+# library's budget the first time (`steer.forcing.learned_push`) and reads it from steer's cache after.
 
 # %%
 from steer.push_training import PushTraining

@@ -176,13 +176,13 @@ def cmd_generate(args) -> None:
 
     import steer
     from steer._io import prepare_out
-    from steer.forcing import STEPS_DEFAULT, SUPPRESS
+    from steer.forcing import STEPS_DEFAULT, SUPPRESS, check_push_corpus, forcing_push
     from steer.generation import check_generate_args
     from steer.languages import normalise_code
 
     if args.out is not None:  # before generating
         prepare_out(args.out, "generate", inputs=[args.neurons, args.stats, args.push if args.push != "learned" else None,
-                                                  _local(args.model)])
+                                                  args.corpus, _local(args.model)])
     if args.force_language is not None:
         args.force_language = normalise_code(args.force_language, what="--force-language")
     neurons = steer.NeuronSet.load(args.neurons) if args.neurons else None  # files first: a bad one fails fast
@@ -192,6 +192,11 @@ def cmd_generate(args) -> None:
         raise ValueError("--push learned needs --force-language (the target whose push is fitted, or read from the cache)")
     if push is not None and args.force_language is None:
         args.force_language = push.target
+    if args.force_language is not None:
+        push = forcing_push(push, args.mode)
+    if args.corpus is not None and push != "learned":
+        raise ValueError("--corpus is what a learned push is fitted on: it applies only with --force-language and "
+                         "without --mode or a --push folder")
     masked = normalise_code(args.mask_experts, what="--mask-experts") if args.mask_experts else None
     if masked is not None:
         if stats is None:
@@ -202,6 +207,9 @@ def cmd_generate(args) -> None:
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
                         strength=args.strength, suppress=suppress, steps=steps, phase=args.phase,
                         max_new_tokens=args.max_new_tokens, push=push)  # before the model
+    corpus = steer.load_corpus(args.corpus) if push == "learned" else None  # what it is fitted on: before the model
+    if corpus is not None:
+        check_push_corpus(corpus, args.force_language)
     model = _load(args)
     if neurons is not None:
         neurons.check_model(model, what=f"neuron set '{args.neurons}'")
@@ -213,7 +221,7 @@ def cmd_generate(args) -> None:
     with steer.intervene(model, expert_masks=[mask]) if masked is not None else contextlib.nullcontext():
         steered = steer.generate(model, args.prompts, neurons=neurons, stats=stats, force_language=args.force_language,
                                  mode=args.mode, strength=args.strength, suppress=suppress, phase=args.phase,
-                                 steps=steps, push=push, repetition_penalty=args.repetition_penalty,
+                                 steps=steps, push=push, corpus=corpus, repetition_penalty=args.repetition_penalty,
                                  no_repeat_ngram_size=args.no_repeat_ngram_size, **common)
     same_decoding = {key: steered.settings[key] for key in ("repetition_penalty", "no_repeat_ngram_size")}
     languages = neurons.languages if neurons is not None else stats.languages if stats is not None else \
@@ -392,26 +400,28 @@ def build_parser() -> argparse.ArgumentParser:
                           "(steer.forcing.FORCING_NEURONS)")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
-    generate.add_argument("--mode", help="with --force-language: set, additive, diffmean or std (default: "
-                          "steer.forcing.DEFAULT_FORCE_MODE)")
-    generate.add_argument("--strength", type=float, help="with --force-language (default: "
-                          "steer.forcing.DEFAULT_STRENGTH of the mode)")
+    generate.add_argument("--mode", help="with --force-language: push with a rule instead of the learned push, "
+                          "nothing to fit: set, additive, diffmean or std")
+    generate.add_argument("--strength", type=float, help="with --force-language (default: 1 for a learned push, "
+                          "steer.forcing.DEFAULT_STRENGTH of the mode for a rule's)")
     generate.add_argument("--suppress", default="none", help="with --force-language, whose neurons to switch off: "
                           "none (default), source (the prompt's language), others, or a comma list of languages")
     generate.add_argument("--phase", default="all", choices=("all", "output"),
                           help="with --force-language: steer every position, or only those predicting new tokens")
     generate.add_argument("--steps", type=steps_arg, help="with --force-language: stop forcing once this many new "
-                          "tokens are predicted, or 'all' to force every one (default: steer.forcing.DEFAULT_STEPS, 4; with "
-                          "--push, every one)")
+                          "tokens are predicted, or 'all' to force every one (default: every one for a learned push, "
+                          "steer.forcing.DEFAULT_STEPS, 4, with --mode)")
     generate.add_argument("--repetition-penalty", type=float, help="HF's (1.0: none; forcing defaults to 1.2); "
                           "the unsteered side uses the same")
     generate.add_argument("--no-repeat-ngram-size", type=int, help="HF's (0: none; forcing defaults to 3)")
     generate.add_argument("--max-new-tokens", type=positive_int, default=32)
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--push", help="a language push folder (steer fit-push): its learned offsets force "
-                          "its target instead of --mode's push; 'learned': the push for --force-language on the "
-                          "forcing neurons, fitted on the embedded corpus the first time and cached")
+    generate.add_argument("--push", help="with neither --push nor --mode, --force-language uses 'learned': the "
+                          "target's push on its forcing neurons, fitted on --corpus the first time (minutes on a CPU) "
+                          "and cached; or a language push folder (steer fit-push) of your own")
+    generate.add_argument("--corpus", help="a parallel corpus the learned push is fitted on (default: the embedded "
+                          "one)")
     generate.add_argument("--mask-experts", metavar="LANG", help="mixture-of-experts models: take the experts LANG "
                           "is routed to most (per layer, from --stats) out of the routing")
     generate.add_argument("--mask-top", type=positive_int, default=1, help="with --mask-experts: experts per layer (1)")

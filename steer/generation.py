@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from steer.forcing import (DEFAULT_SUPPRESS, LEARNED, STEPS_DEFAULT, check_forcing, default_steps, forcing_decoding,
-                           forcing_neurons, forcing_settings, forcing_steerings, learned_push)
+                           forcing_neurons, forcing_push, forcing_settings, forcing_steerings, learned_push)
 from steer.langid import detect_language
 from steer.models import input_device
 from steer.models.fast_path import fast_path
@@ -103,22 +103,26 @@ def generate(
     With `force_language` (the policy is `steer.forcing`'s), `neurons` default to `forcing_neurons(stats)`,
     and `suppress` picks whose neurons are switched off: "none" (the default), "others" (every other
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov et
-    al.'s language arithmetic) or a list of languages. `push`: a learned `LanguagePush` instead of `mode`'s
-    push (`strength` then scales its offsets; its target is the default `force_language`), or "learned": the
-    push fitted on the target's neurons (`steer.forcing.learned_push`, on `corpus`, default the embedded
-    one) the first time and read from steer's cache after. `phase` says
+    al.'s language arithmetic) or a list of languages. What pushes towards the target: with neither `push` nor
+    `mode`, `steer.forcing.DEFAULT_PUSH`, "learned": a push fitted on the target's neurons
+    (`steer.forcing.learned_push`, on `corpus`, default the embedded one) the first time (minutes on a CPU, with
+    a progress bar) and read from steer's cache after; `push`: a `LanguagePush` of your own (`strength` then
+    scales its offsets; its target is the default `force_language`); `mode`: a rule's push instead, nothing
+    learned ("diffmean", "set", "additive", "std"). `phase` says
     where the forcing acts: "all" positions, or "output" (those that predict a generated token; the rest of
     the prompt is read unsteered), and `steps` stops it once that many new tokens are predicted (None: every
     step; default `DEFAULT_STEPS` for a rule's push, `DEFAULT_PUSH_STEPS`, every step, for a learned one).
     `repetition_penalty` and `no_repeat_ngram_size` are HF generate's;
     when forcing a language they default to `DEFAULT_DECODING` (pass 1.0 and 0 for plain greedy). Returns
     the continuations (prompt excluded) and each one's detected language ("und" when the language
-    identifier cannot tell). `mode` (default `DEFAULT_FORCE_MODE`), `strength` (default
-    `DEFAULT_STRENGTH[mode]`), `steps`, `phase` and `suppress` apply to `force_language` only; giving them
-    without it is an error.
+    identifier cannot tell). `mode`, `strength` (default 1 for a learned push, `DEFAULT_STRENGTH[mode]` for a
+    rule's), `steps`, `phase` and `suppress` apply to `force_language` only; giving them without it is an
+    error.
     """
     if push is not None and not isinstance(push, str) and force_language is None:
         force_language = push.target
+    if force_language is not None:  # no push and no mode: the default push (a learned one, fitted once and cached)
+        push = forcing_push(push, mode)
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, phase=phase, push=push)

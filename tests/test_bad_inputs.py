@@ -248,6 +248,11 @@ def GENERATE(e, *extra):
 
 
 def FORCE(e, *extra):
+    """Forcing with a rule (--mode diffmean: nothing to fit); LEARN: with the default, learned, push."""
+    return LEARN(e, "--mode", "diffmean", *extra)
+
+
+def LEARN(e, *extra):
     return GENERATE(e, "--neurons", e.s / "neurons.json", "--stats", e.s / "stats", "--force-language", "de", *extra)
 
 
@@ -482,6 +487,13 @@ def _bom_texts(e: Env) -> Path:
     e.write("b/en.txt", "\ufeffThe cat sits on the mat.\nOpen the file.\nSave it.\n")
     e.write("b/de.txt", "\ufeffDie Katze sitzt.\nÖffnen Sie die Datei.\nSpeichern.\n")
     return e.tmp / "b"
+
+
+def _corpus_of(e: Env, languages: list[str]) -> Path:
+    """The shared corpus, only `languages` of it, saved in a folder of its own."""
+    folder = e.tmp / "corpus_of"
+    e.corpus.subset(languages).save(folder)
+    return e.register(folder)
 
 
 def _corpus_listing(e: Env, languages: list[str]) -> Path:
@@ -734,8 +746,10 @@ CASES: list[Case] = [
     api("generate-steps-zero-is-not-every-step", lambda e: steer.generate(e.tiny, "Hi", force_language="de", stats=e.stats, steps=0),
         ValueError, r"got 0 \(0 no longer means every step: pass None, or 'all' on a command line\)"),
     api("intervention-steps-fraction", lambda e: steer.Intervention("suppress", steps=1.5), ValueError, r"steps must be a whole number of at least 1"),
-    api("generate-strength-nan", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, strength=float("nan")),
+    api("generate-strength-nan", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, mode="diffmean", strength=float("nan")),
         ValueError, r"strength must be a finite number, got nan"),
+    api("generate-learned-push-strength-nan", lambda e: steer.generate(e.tiny, "Hi", force_language="de", neurons=e.neurons, stats=e.stats, strength=float("nan")),
+        ValueError, r"strength must be a finite number \(it scales the push\), got nan"),
     api("generate-interrupted-resets-prompt-boundary", _interrupted_generate, None, None),
     # ---------------------------------------------------------------- models
     api("load-model-dtype-float8", lambda e: steer.load_model(e.tiny_dir, dtype="float8"), ValueError, r"unknown dtype 'float8'"),
@@ -856,7 +870,12 @@ CASES: list[Case] = [
     cli("cli-generate-mode-without-force", lambda e: GENERATE(e, "--mode", "additive"), r"mode .*only with force_language"),
     cli("cli-generate-strength-without-force", lambda e: GENERATE(e, "--strength", "3"), r"strength .*only with force_language"),
     cli("cli-generate-force-without-stats-or-neurons", lambda e: GENERATE(e, "--force-language", "de"), r"force_language needs stats"),
-    cli("cli-generate-force-without-stats", lambda e: GENERATE(e, "--force-language", "de", "--neurons", e.s / "neurons.json"), r"force_language needs stats \(steer.collect; --stats\)"),
+    cli("cli-generate-force-without-stats", lambda e: GENERATE(e, "--force-language", "de", "--mode", "diffmean", "--neurons", e.s / "neurons.json"), r"force_language needs stats \(steer.collect; --stats\)"),
+    cli("cli-generate-corpus-with-a-rule", lambda e: FORCE(e, "--corpus", e.s / "corpus"), r"--corpus is what a learned push is fitted on: .*without --mode"),
+    cli("cli-generate-corpus-without-force", lambda e: GENERATE(e, "--corpus", e.s / "corpus"), r"--corpus is what a learned push is fitted on"),
+    cli("cli-generate-learned-push-corpus-without-the-target", lambda e: LEARN(e, "--corpus", _corpus_of(e, ["en", "ja"])),
+        r"the corpus has only en, ja: pass a corpus with 'de' \(corpus=, --corpus\), or force with a rule"),
+    cli("cli-generate-learned-push-unknown-language", lambda e: LEARN(e, "--force-language", "fr"), r"unknown language 'fr'"),
     cli("cli-generate-steps-without-force", lambda e: GENERATE(e, "--steps", "2"), r"steps .*only with force_language"),
     cli("cli-generate-steps-negative", lambda e: FORCE(e, "--steps", "-1"), r"--steps: must be 'all' or a positive integer, got '-1'", usage=True),
     cli("cli-generate-unknown-mode", lambda e: FORCE(e, "--mode", "loud"), r"unknown force mode 'loud'"),

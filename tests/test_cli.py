@@ -23,7 +23,7 @@ def text_dir(tmp_path):
     return folder
 
 
-def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys):
+def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys, monkeypatch):
     corpus = tmp_path / "corpus"
     assert main(["corpus", "build", "--from-dir", str(text_dir), "--out", str(corpus)]) == 0
     assert (corpus / "corpus.json").exists()
@@ -38,22 +38,33 @@ def test_corpus_collect_identify_generate(tmp_path, text_dir, tiny_dir, capsys):
     data = json.loads(neurons.read_text())
     assert data["method"] == "lape" and data["meta"]["model"]["n_layers"] == 4
     assert main(["generate", "--model", str(tiny_dir), "--neurons", str(neurons), "--stats", str(stats),
-                 "--force-language", "de", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"), "Hello"]) == 0
+                 "--force-language", "de", "--mode", "diffmean", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"),
+                 "Hello"]) == 0
     printed = capsys.readouterr().out
     assert "unsteered" in printed and "forced de" in printed
     assert json.loads((tmp_path / "gen" / "generations.json").read_text())["steered"]["settings"]["force_language"] == "de"
     generations = json.loads((tmp_path / "gen" / "generations.json").read_text())
     assert generations["steer_version"] and generations["model"]["weights_hash"] and generations["model"]["n_layers"] == 4
     # without --neurons: the default forcing neurons from the stats; both sides decode with the same repetition controls
-    assert main(["generate", "--model", str(tiny_dir), "--stats", str(stats), "--force-language", "de", "--phase",
-                 "output", "--steps", "3", "--no-repeat-ngram-size", "2", "--max-new-tokens", "4", "--out",
-                 str(tmp_path / "gen2"), "Hello"]) == 0
+    assert main(["generate", "--model", str(tiny_dir), "--stats", str(stats), "--force-language", "de", "--mode",
+                 "diffmean", "--phase", "output", "--steps", "3", "--no-repeat-ngram-size", "2", "--max-new-tokens",
+                 "4", "--out", str(tmp_path / "gen2"), "Hello"]) == 0
     generations = json.loads((tmp_path / "gen2" / "generations.json").read_text())
     steered, plain = generations["steered"]["settings"], generations["unsteered"]["settings"]
     assert steered["phase"] == "output" and steered["suppress"] == "none" and steered["steps"] == 3
     assert {spec["steps"] for spec in steered["interventions"]} == {3}
     assert (steered["repetition_penalty"], steered["no_repeat_ngram_size"]) == (1.2, 2)
     assert (plain["repetition_penalty"], plain["no_repeat_ngram_size"]) == (1.2, 2)
+    # neither --mode nor --push: the learned push, fitted on --corpus the first time and read from the cache after
+    monkeypatch.setenv("STEER_HOME", str(tmp_path / "home"))
+    written = []
+    for run in ("gen3", "gen4"):
+        assert main(["generate", "--model", str(tiny_dir), "--stats", str(stats), "--force-language", "de",
+                     "--corpus", str(corpus), "--max-new-tokens", "4", "--out", str(tmp_path / run), "Hello"]) == 0
+        learned = json.loads((tmp_path / run / "generations.json").read_text())["steered"]["settings"]
+        assert learned["mode"] == "learned push" and learned["push"]["target"] == "de" and learned["steps"] is None
+        written += [p.stat().st_mtime_ns for p in (tmp_path / "home" / "pushes").glob("*/push.safetensors")]
+    assert len(written) == 2 and written[0] == written[1]  # one push, fitted once
 
 
 def test_ablate_compare_and_bench_with_a_positional_config(tmp_path, text_dir, tiny_dir, capsys):

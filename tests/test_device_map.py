@@ -41,8 +41,10 @@ def test_steered_generation_on_a_split_model_equals_the_whole_model(tiny, split)
     stats = steer.collect(tiny, TEXTS, progress=False)
     neurons = steer.identify(stats, method="zhang2025", top_rate=0.2)
     prompts = ["Hello there", "Die Katze"]
-    whole = steer.generate(tiny, prompts, neurons=neurons, stats=stats, force_language="de", max_new_tokens=8)
-    parts = steer.generate(split, prompts, neurons=neurons, stats=stats, force_language="de", max_new_tokens=8)
+    whole = steer.generate(tiny, prompts, neurons=neurons, stats=stats, force_language="de", mode="diffmean",
+                           max_new_tokens=8)
+    parts = steer.generate(split, prompts, neurons=neurons, stats=stats, force_language="de", mode="diffmean",
+                           max_new_tokens=8)
     plain = steer.generate(tiny, prompts, max_new_tokens=8)
     assert parts.texts == whole.texts
     assert whole.texts != plain.texts  # the steering acts, so the equality above means something

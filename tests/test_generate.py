@@ -41,14 +41,15 @@ def test_force_language_plan(tiny_neurons):
     assert additive.op == "add" and additive.mode == "additive"  # generate's mode is Intervention's mode
 
 
-def test_force_language_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons, tiny_stats):
+def test_a_rule_forcing_needs_stats_and_defaults_its_neurons(tiny, tiny_neurons, tiny_stats):
     with pytest.raises(ValueError, match="force_language needs stats"):
-        steer.generate(tiny, ["Hello"], force_language="de", neurons=tiny_neurons)
+        steer.generate(tiny, ["Hello"], force_language="de", neurons=tiny_neurons, mode=DEFAULT_FORCE_MODE)
     with pytest.raises(ValueError, match="prompts must be"):
         steer.generate(tiny, [])
     from steer.forcing import forcing_neurons
 
-    kwargs = dict(force_language="de", stats=tiny_stats, max_new_tokens=4, return_logits=True, detect=False)
+    kwargs = dict(force_language="de", stats=tiny_stats, mode=DEFAULT_FORCE_MODE, max_new_tokens=4,
+                  return_logits=True, detect=False)
     default = steer.generate(tiny, ["Hello", "猫は"], **kwargs)
     explicit = steer.generate(tiny, ["Hello", "猫は"], neurons=forcing_neurons(tiny_stats), **kwargs)
     assert default.texts == explicit.texts
@@ -89,7 +90,7 @@ def test_forced_language_gives_fluent_text_on_gemma(gemma):
 def test_suppressing_only_the_source_language_switches_off_that_language_per_prompt(tiny, tiny_neurons, tiny_stats):
     prompts = ["Die Katze sitzt auf der Matte und schaut", "The cat sits on the mat and looks out"]
     out = steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="source",
-                         max_new_tokens=4)
+                         mode=DEFAULT_FORCE_MODE, max_new_tokens=4)
     groups = out.settings["interventions"]
     suppressed = {tuple(g["prompts"]): [s["languages"] for s in g["interventions"] if s["op"] == "suppress"] for g in groups} \
         if isinstance(groups[0], dict) else None
@@ -100,13 +101,14 @@ def test_suppressing_only_the_source_language_switches_off_that_language_per_pro
         for rows, specs in suppressed.items():
             assert specs == [[detected[rows[0]]]] or (detected[rows[0]] == "ja" and specs == [])
     none = steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="none",
-                          max_new_tokens=4)
+                          mode=DEFAULT_FORCE_MODE, max_new_tokens=4)
     from steer.forcing import DEFAULT_DECODING
 
     assert {k: none.settings[k] for k in DEFAULT_DECODING} == DEFAULT_DECODING  # forcing: the tuned decoding
     assert [s["op"] for s in none.settings["interventions"]] == ["add"]
     with pytest.raises(ValueError, match="unknown suppress 'all'"):
-        steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="all")
+        steer.generate(tiny, prompts, neurons=tiny_neurons, stats=tiny_stats, force_language="ja", suppress="all",
+                       mode=DEFAULT_FORCE_MODE)
 
 
 def test_repetition_controls_reach_hf_generate(tiny, monkeypatch):

@@ -240,8 +240,13 @@ def test_the_cli_collects_identifies_ablates_and_forces_on_experts(tmp_path, tin
     assert main(["ablate", "--model", model, "--neurons", str(neurons), "--language", "de", "--corpus", str(corpus),
                  "--out", str(tmp_path / "ablate")]) == 0
     assert main(["generate", "--model", model, "--neurons", str(neurons), "--stats", str(stats), "--force-language",
-                 "de", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"), "Hello"]) == 0
+                 "de", "--mode", "diffmean", "--max-new-tokens", "4", "--out", str(tmp_path / "gen"), "Hello"]) == 0
     assert "forced de" in capsys.readouterr().out
+    # the default push is a learned one, which cannot be fitted on experts yet: refused, with the rule to use instead
+    assert main(["generate", "--model", model, "--neurons", str(neurons), "--stats", str(stats), "--force-language",
+                 "de", "--corpus", str(corpus), "--max-new-tokens", "4", "Hello"]) == 2
+    assert "cannot be fitted on a mixture-of-experts model yet; force with a rule instead: mode='diffmean' " \
+           "(--mode diffmean)" in capsys.readouterr().err
     assert main(["generate", "--model", model, "--stats", str(stats), "--mask-experts", "ja", "--mask-top", "1",
                  "--max-new-tokens", "4", "--out", str(tmp_path / "masked"), "Hello"]) == 0
     assert "ja's experts masked" in capsys.readouterr().out

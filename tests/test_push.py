@@ -301,17 +301,28 @@ def test_the_learned_push_is_fitted_once_then_read_from_the_cache(tiny, parallel
     stats = steer.collect(tiny, parallel, batch_size=4, progress=False)
     fits.clear()
     out = steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
-                         push="learned", corpus=parallel, max_new_tokens=4, detect=False)
+                         push="learned", corpus=parallel, max_new_tokens=4, detect=False, return_logits=True)
     assert len(fits) == 1 and out.settings["push"]["target"] == "de"  # default training: one more fit, cached
     steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
                    push="learned", corpus=parallel, max_new_tokens=4, detect=False)
     assert len(fits) == 1
+    # neither push nor mode: the learned push is force_language's default (the same push, from the cache); a mode
+    # asks for a rule's push instead, with nothing to fit
+    default = steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
+                             corpus=parallel, max_new_tokens=4, detect=False, return_logits=True)
+    assert len(fits) == 1 and default.settings["mode"] == "learned push" and default.settings["steps"] is None
+    torch.testing.assert_close(default.logits[0], out.logits[0])
+    rule = steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
+                          mode="diffmean", corpus=parallel, max_new_tokens=4, detect=False)
+    assert len(fits) == 1 and rule.settings["mode"] == "diffmean" and rule.settings["push"] is None
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"push": "lerned"}, "push must be a LanguagePush or \"learned\""),
     ({"push": "learned", "mode": "diffmean"}, "mode does not apply with a learned push"),
-    ({"push": "learned", "stats": None}, "a learned push needs neurons or stats"),
+    ({"push": "learned", "stats": None}, "force_language needs stats .* or neurons .*: the target's neurons its "
+                                         "learned push"),
+    ({"stats": None}, "force_language needs stats .* or neurons .*: the target's neurons its learned push"),  # the default push is the learned one
 ])
 def test_the_learned_push_refuses_what_does_not_apply(tiny, push_neurons, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -324,7 +335,7 @@ def test_a_learned_push_needs_the_target_in_its_corpus(tiny, parallel, push_neur
     monkeypatch.setenv("STEER_HOME", str(tmp_path))
     other = steer.Corpus(languages=["en", "ja"], stats={k: parallel.stats[k] for k in ("en", "ja")},
                          eval={k: parallel.eval[k] for k in ("en", "ja")}, ids={}, source="x", parallel=True)
-    with pytest.raises(ValueError, match="pass a corpus= with 'de', or leave push out"):
+    with pytest.raises(ValueError, match=r"pass a corpus with 'de' \(corpus=, --corpus\), or force with a rule"):
         learned_push(tiny, "de", push_neurons, corpus=other)
 
 
@@ -336,8 +347,8 @@ def test_a_learned_push_forces_every_step_unless_told_otherwise(tiny, tiny_stats
 
     assert DEFAULT_PUSH_STEPS is None and DEFAULT_STEPS == 4
     learned = steer.generate(tiny, ["Open the file."], push=de_push, max_new_tokens=2, detect=False)
-    rule = steer.generate(tiny, ["Open the file."], stats=tiny_stats, force_language="de", max_new_tokens=2,
-                          detect=False)
+    rule = steer.generate(tiny, ["Open the file."], stats=tiny_stats, force_language="de", mode="diffmean",
+                          max_new_tokens=2, detect=False)
     given = steer.generate(tiny, ["Open the file."], push=de_push, steps=2, max_new_tokens=2, detect=False)
     assert (learned.settings["steps"], rule.settings["steps"], given.settings["steps"]) == (None, 4, 2)
     assert (Setting(push="learned").steps, Setting().steps, Setting(push="learned", steps=3).steps) == (None, 4, 3)
