@@ -27,7 +27,8 @@ diffmean units are shared with it. --snapshots FAMILY also keeps that family's p
 and measures fluent success against training steps. --push-steps 4,all chooses how many new tokens the
 learned pushes force on the *tuning* half (the first learned family's fluent success, --tune-prompts per
 pair) before anything is measured on the evaluation half.
-Writes DIR/push-compare.json (and --results FILE without the continuations) and DIR/push-compare.png.
+Writes DIR/push-compare.json (and --results FILE without the continuations) and DIR/push-compare.png (with
+specificity:k families at two or more k, a panel of success against k, beside their random controls).
 """
 
 from __future__ import annotations

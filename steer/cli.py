@@ -194,9 +194,6 @@ def cmd_generate(args) -> None:
         args.force_language = push.target
     if args.force_language is not None:
         push = forcing_push(push, args.mode)
-    if args.corpus is not None and push != "learned":
-        raise ValueError("--corpus is what a learned push is fitted on: it applies only with --force-language and "
-                         "without --mode or a --push folder")
     masked = normalise_code(args.mask_experts, what="--mask-experts") if args.mask_experts else None
     if masked is not None:
         if stats is None:
@@ -206,7 +203,7 @@ def cmd_generate(args) -> None:
     steps = STEPS_DEFAULT if args.steps is None else None if args.steps == "all" else args.steps
     check_generate_args(args.prompts, neurons=neurons, stats=stats, force_language=args.force_language, mode=args.mode,
                         strength=args.strength, suppress=suppress, steps=steps, phase=args.phase,
-                        max_new_tokens=args.max_new_tokens, push=push)  # before the model
+                        max_new_tokens=args.max_new_tokens, push=push, corpus=args.corpus)  # before the model
     corpus = steer.load_corpus(args.corpus) if push == "learned" else None  # what it is fitted on: before the model
     if corpus is not None:
         check_push_corpus(corpus, args.force_language)

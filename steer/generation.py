@@ -45,15 +45,19 @@ def check_generate_args(
     prompts: str | Sequence[str], *, neurons: NeuronSet | None = None, stats=None, force_language: str | None = None,
     mode: str | None = None, strength: float | None = None, suppress: str | Sequence[str] = DEFAULT_SUPPRESS,
     steps: int | None | str = STEPS_DEFAULT, max_new_tokens: int = 32, batch_size: int = 8, phase: str = "all",
-    push=None,
+    push=None, corpus=None,
 ) -> list[str]:
     """The checks `generate` makes before anything runs (they need no model, so the command line calls this
-    once it has read the files, before it loads one); returns the prompts as a list."""
+    once it has read the files, before it loads one); returns the prompts as a list. `push` is the one
+    forcing uses (`steer.forcing.forcing_push`)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
+    if corpus is not None and not (isinstance(push, str) and push == LEARNED):
+        raise ValueError("corpus (--corpus) is what a learned push is fitted on: it applies only with "
+                         "force_language and neither a mode nor a push of your own; leave it out")
     if force_language is None:
         given = [name for name, value in (("mode", mode), ("strength", strength)) if value is not None]
         given += [name for name, value, default in (("steps", steps, STEPS_DEFAULT), ("phase", phase, "all"),
@@ -125,7 +129,7 @@ def generate(
         push = forcing_push(push, mode)
     prompts = check_generate_args(prompts, neurons=neurons, stats=stats, force_language=force_language, mode=mode,
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, phase=phase, push=push)
+                                  batch_size=batch_size, phase=phase, push=push, corpus=corpus)
     steps = default_steps(steps, push)
     if force_language is not None and neurons is None and (push is None or push == LEARNED or suppress != "none"):
         neurons = forcing_neurons(stats)

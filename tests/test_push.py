@@ -313,7 +313,7 @@ def test_the_learned_push_is_fitted_once_then_read_from_the_cache(tiny, parallel
     assert len(fits) == 1 and default.settings["mode"] == "learned push" and default.settings["steps"] is None
     torch.testing.assert_close(default.logits[0], out.logits[0])
     rule = steer.generate(tiny, ["Open the file."], neurons=push_neurons, stats=stats, force_language="de",
-                          mode="diffmean", corpus=parallel, max_new_tokens=4, detect=False)
+                          mode="diffmean", max_new_tokens=4, detect=False)
     assert len(fits) == 1 and rule.settings["mode"] == "diffmean" and rule.settings["push"] is None
 
 
