@@ -26,7 +26,8 @@ differences (the same prompts; one bootstrap over paragraphs). DIR is the folder
 diffmean units are shared with it. --snapshots FAMILY also keeps that family's push at every validation
 and measures fluent success against training steps. --push-steps 4,all chooses how many new tokens the
 learned pushes force on the *tuning* half (the first learned family's fluent success, --tune-prompts per
-pair) before anything is measured on the evaluation half.
+pair) before anything is measured on the evaluation half; --tune-neurons F,F,... measures those learned
+families on the tuning half too (`neurons_tuning` in the result), to choose the neuron set the same way.
 Writes DIR/push-compare.json (and --results FILE without the continuations) and DIR/push-compare.png (with
 specificity:k families at two or more k, a panel of success against k, beside their random controls).
 """
@@ -79,6 +80,8 @@ def main() -> None:
                         help="new tokens a learned push forces for ('all': every one); several (4,all): chosen on the "
                              "tuning half by the first learned family's fluent success, then used for every push")
     parser.add_argument("--tune-prompts", type=int, default=3, help="prompts per ordered pair, tuning half")
+    parser.add_argument("--tune-neurons", default=None, help="learned families (comma-separated) also measured on "
+                        "the tuning half, so that a neuron set can be chosen without reading the evaluation half")
     parser.add_argument("--results", type=Path, default=None, help="also write the result, without continuations, here")
     parser.add_argument("--units", default="push", help="this process' unit file, DIR/units-KEY-UNITS.json (processes "
                         "measuring side by side each need their own; every run reads them all)")
@@ -171,6 +174,15 @@ def main() -> None:
         push_steps = parse_steps(best)
     else:
         push_steps = candidates[0]
+    neurons_tuning = {}  # which neuron set a learned push should use: chosen on the tuning half, like the steps
+    for name in (args.tune_neurons.split(",") if args.tune_neurons else []):
+        family = next((f for f in families if f["name"] == name and f["kind"] == "learned"), None)
+        if family is None:
+            parser.error(f"--tune-neurons {name}: not a learned family of --families")
+        row = run.sweep_cell(Setting(family["neurons"], push=name, steps=push_steps), args.tune_prompts, targets)
+        neurons_tuning[name] = {"fluent": row.rates.fluent_success, "fluent_ci": row.rates.fluent_success_ci,
+                                "raw": row.rates.raw_success, "n": row.rates.n, "per_target": row.per_target}
+        print(f"tuning half, {name}: fluent {row.rates.fluent_success:.2f}", flush=True)
     results = {}
     for family in families:
         if family["kind"] == "diffmean":
@@ -202,7 +214,10 @@ def main() -> None:
         "families": families, "training": asdict(training),
         "eval_prompts": args.eval_prompts, "push_steps": push_steps,
         "push_steps_tuning": {"family": main_family, "half": "tune", "prompts_per_pair": args.tune_prompts,
-                              "cells": tuning} if tuning else None, "stats_tokens_per_language": args.max_tokens,
+                              "cells": tuning} if tuning else None,
+        "neurons_tuning": {"half": "tune", "prompts_per_pair": args.tune_prompts, "push_steps": push_steps,
+                           "cells": neurons_tuning} if neurons_tuning else None,
+        "stats_tokens_per_language": args.max_tokens,
         "results": results, "comparisons": comparisons, "fits": fits, "curve_steps": curve,
     }
     write_json_atomic(args.out / "push-compare.json", summary)

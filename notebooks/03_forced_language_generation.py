@@ -26,9 +26,10 @@
 #   "A learned language push"); it is fitted the first time for each (model, target) (minutes on a CPU) and
 #   read from steer's cache after.
 #
-# Both push the specificity baseline's neurons of each language (`FORCING_NEURONS`), switch no other language
-# off (`suppress="none"`), and decode greedily with a repetition penalty (`DEFAULT_DECODING`); the rule's
-# settings are the ones chosen on the tuning half of the held-out paragraphs (README, "Forced language").
+# Both push the specificity baseline's neurons of each language (500 per language for the rule,
+# `FORCING_NEURONS`; 4,000 for the learned push, `PUSH_NEURONS`), switch no other language off
+# (`suppress="none"`), and decode greedily with a repetition penalty (`DEFAULT_DECODING`); the settings are
+# the ones chosen on the tuning half of the held-out paragraphs (README, "Forced language").
 # This notebook shows the rule first, since it needs no fitting, and the first cell prints its settings.
 #
 # Whether a forced continuation is in the target is decided offline (`steer.detect_language`); whether it
@@ -49,7 +50,8 @@ import steer
 from steer.bench.forced import forced_language
 from steer.bench.plots import plot_forced
 from steer.bench.report import forced_table
-from steer.forcing import DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_PUSH, DEFAULT_STEPS, DEFAULT_STRENGTH, FORCING_NEURONS
+from steer.forcing import (DEFAULT_DECODING, DEFAULT_FORCE_MODE, DEFAULT_PUSH, DEFAULT_STEPS, DEFAULT_STRENGTH,
+                           FORCING_NEURONS, PUSH_NEURONS)
 from steer.forcing import forcing_neurons
 from steer.notebook import setup, table
 
@@ -66,8 +68,9 @@ nb = setup("03_forced_language_generation",
            push_steps=30)  # training steps of the learned push fitted at the end
 MAX_STATS, MAX_LENGTH, LANGUAGES, OUT = nb.max_stats, nb.max_length, nb.languages, nb.out
 N_PROMPTS, N_BASELINE, N_RANDOM, MAX_NEW_TOKENS = nb.n_prompts, nb.n_baseline, nb.n_random, nb.max_new_tokens
-print(f"forcing: neurons {FORCING_NEURONS}, decoding {DEFAULT_DECODING}; default push: {DEFAULT_PUSH}; the rule: "
-      f"{DEFAULT_FORCE_MODE} at strength {DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]:g}, the first {DEFAULT_STEPS} new tokens")
+print(f"forcing: decoding {DEFAULT_DECODING}; default push: {DEFAULT_PUSH} on {PUSH_NEURONS}; the rule: "
+      f"{DEFAULT_FORCE_MODE} at strength {DEFAULT_STRENGTH[DEFAULT_FORCE_MODE]:g} on {FORCING_NEURONS}, the first "
+      f"{DEFAULT_STEPS} new tokens")
 
 # %% [markdown]
 # ## Neurons
@@ -82,7 +85,7 @@ model = steer.load_model()
 corpus = steer.load_corpus(progress=False)
 corpus = corpus.subset(languages=LANGUAGES or None, max_stats=MAX_STATS)  # every held-out paragraph stays
 stats = steer.collect(model, corpus, max_length=MAX_LENGTH, progress=False)
-neurons = forcing_neurons(stats)  # what generate(force_language=...) uses when given no neurons
+neurons = forcing_neurons(stats)  # what a rule's push uses when given no neurons (FORCING_NEURONS)
 targets = [lang for lang in neurons.languages if not neurons[lang].is_empty()]
 print(steer.model_info(model).name, "|", corpus)
 print(f"{len(neurons)} neurons ({neurons.method}, {neurons.params['n_per_language']} per language)"
@@ -185,8 +188,8 @@ table(["mode", "strength", "continuation", "detected"], rows)
 # %% [markdown]
 # ## A learned push
 #
-# diffmean pushes every neuron of the target by one rule. `steer.fit_push` learns one offset per neuron of the
-# same neurons instead, from parallel text of the statistics split only (the opening of a paragraph in another
+# diffmean pushes every neuron of the target by one rule. `steer.fit_push` learns one offset per neuron
+# instead (here of the learned push's default neurons, `PUSH_NEURONS`), from parallel text of the statistics split only (the opening of a paragraph in another
 # language, then the rest of that paragraph in the target; cross-entropy of the continuation, the model
 # frozen), and `generate(..., push=push)` forces with it. Here one target's push at a small budget
 # (`push_steps`). `generate(..., force_language=target)` with neither `push` nor `mode` fits one at the
@@ -197,7 +200,7 @@ from steer.push_training import PushTraining
 
 target = next(t for t in forced if t != "en")
 started = time.perf_counter()
-push = steer.fit_push(model, corpus, target, neurons=neurons, progress=False,
+push = steer.fit_push(model, corpus, target, neurons=forcing_neurons(stats, learned=True), progress=False,
                       training=PushTraining(max_steps=nb.push_steps, eval_every=max(1, nb.push_steps // 3)))
 print(f"{len(push)} offsets for {target} in {time.perf_counter() - started:.0f} s; validation loss "
       f"{push.meta['val_loss_unpushed']:.2f} -> {push.meta['val_loss']:.2f} nats/token (step {push.meta['best_step']})")

@@ -255,7 +255,7 @@ def cmd_fit_push(args) -> None:
     stats = steer.ActivationStats.load(args.stats) if args.stats else None
     if args.residual_layer is None:
         if neurons is None and stats is None:
-            raise ValueError("give --stats (the default forcing neurons come from them) or --neurons")
+            raise ValueError("give --stats (the default neurons come from them) or --neurons")
         (neurons if neurons is not None else stats).index(target)
     corpus = steer.load_corpus(args.corpus)
     if target not in corpus.languages:
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompts", nargs="+")
     _model_options(generate)
     generate.add_argument("--neurons", help="with --force-language: default, the specificity baseline from --stats "
-                          "(steer.forcing.FORCING_NEURONS)")
+                          "(steer.forcing.PUSH_NEURONS for the learned push, FORCING_NEURONS for a rule)")
     generate.add_argument("--stats")
     generate.add_argument("--force-language")
     generate.add_argument("--mode", help="with --force-language: push with a rule instead of the learned push, "
@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--push", help="with neither --push nor --mode, --force-language uses 'learned': the "
-                          "target's push on its forcing neurons, fitted on --corpus the first time (minutes on a CPU) "
+                          "target's push on its neurons (steer.forcing.PUSH_NEURONS), fitted on --corpus the first time (minutes on a CPU) "
                           "and cached; or a language push folder (steer fit-push) of your own")
     generate.add_argument("--corpus", help="a parallel corpus the learned push is fitted on (default: the embedded "
                           "one)")
@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit-push", help="learn per-neuron offsets that force a language (a LanguagePush)")
     _model_options(fit)
     fit.add_argument("--target", required=True, help="the language to force")
-    fit.add_argument("--stats", help="activation stats: the default forcing neurons come from them")
+    fit.add_argument("--stats", help="activation stats: the default neurons (steer.forcing.PUSH_NEURONS) come "
+                     "from them")
     fit.add_argument("--neurons", help="a neuron set whose --target neurons are pushed (default: from --stats)")
     fit.add_argument("--corpus", default=None, help="a parallel corpus (default: the embedded one); only its stats "
                      "split is read")

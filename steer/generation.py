@@ -104,8 +104,9 @@ def generate(
 ) -> Generation:
     """Generate continuations of `prompts`, optionally under interventions or a forced language.
 
-    With `force_language` (the policy is `steer.forcing`'s), `neurons` default to `forcing_neurons(stats)`,
-    and `suppress` picks whose neurons are switched off: "none" (the default), "others" (every other
+    With `force_language` (the policy is `steer.forcing`'s), `neurons` default to `forcing_neurons(stats)`
+    (`PUSH_NEURONS` for the learned push, `FORCING_NEURONS` otherwise), and `suppress` picks whose neurons
+    are switched off: "none" (the default), "others" (every other
     language of `neurons`), "source" (the language each prompt is written in, as detected: Gurgurov et
     al.'s language arithmetic) or a list of languages. What pushes towards the target: with neither `push` nor
     `mode`, `steer.forcing.DEFAULT_PUSH`, "learned": a push fitted on the target's neurons
@@ -131,10 +132,11 @@ def generate(
                                   strength=strength, suppress=suppress, steps=steps, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, phase=phase, push=push, corpus=corpus)
     steps = default_steps(steps, push)
-    if force_language is not None and neurons is None and (push is None or push == LEARNED or suppress != "none"):
-        neurons = forcing_neurons(stats)
     if push == LEARNED:  # fitted once per (model, neurons, corpus), then read from the cache
-        push = learned_push(model, force_language, neurons, corpus=corpus)
+        push = learned_push(model, force_language, neurons if neurons is not None else
+                            forcing_neurons(stats, learned=True), corpus=corpus)
+    if force_language is not None and neurons is None and (push is None or suppress != "none"):
+        neurons = forcing_neurons(stats)  # the rule's push, or whose neurons are switched off
     if force_language is not None:  # unless told otherwise, the decoding the forcing defaults were tuned with
         controls = forcing_decoding(repetition_penalty, no_repeat_ngram_size)
         repetition_penalty, no_repeat_ngram_size = controls["repetition_penalty"], controls["no_repeat_ngram_size"]
@@ -161,6 +163,8 @@ def generate(
             texts[i], logits[i] = text, row_logits
     if candidates is None and neurons is not None:
         candidates = neurons.languages
+    elif candidates is None and stats is not None and force_language is not None:
+        candidates = stats.languages
     elif candidates is None and push is not None:
         candidates = [push.target, *push.meta.get("sources", [])]
     languages = detect_language(texts, candidates=candidates) if detect else ["und"] * len(texts)

@@ -150,7 +150,7 @@ def fit_push(
 ) -> LanguagePush:
     """Fit per-neuron offsets on `target`'s neurons that make the model continue a source-language opening in
     `target` (see the module docstring). `neurons`: the set whose `target` neurons (specific and related)
-    are pushed; default `steer.forcing.forcing_neurons(stats)`. `sources`: the languages whose openings
+    are pushed; default `steer.forcing.forcing_neurons(stats, learned=True)`. `sources`: the languages whose openings
     are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
     vector added to the residual stream after that layer is learned the same way (the steering-vector
     baseline). Returns the push with the offsets of the best validation loss; its `meta` records the model,
@@ -183,10 +183,10 @@ def fit_push(
     else:
         if neurons is None:
             if stats is None:
-                raise ValueError("fit_push needs neurons, or stats to take the default forcing neurons from")
+                raise ValueError("fit_push needs neurons, or stats to take the default neurons from (PUSH_NEURONS)")
             from steer.forcing import forcing_neurons
 
-            neurons = forcing_neurons(stats)
+            neurons = forcing_neurons(stats, learned=True)
         neurons.check_model(model)
         per_layer = neurons.select([target]).layer_indices()
         if not per_layer:

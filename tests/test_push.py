@@ -352,3 +352,26 @@ def test_a_learned_push_forces_every_step_unless_told_otherwise(tiny, tiny_stats
     given = steer.generate(tiny, ["Open the file."], push=de_push, steps=2, max_new_tokens=2, detect=False)
     assert (learned.settings["steps"], rule.settings["steps"], given.settings["steps"]) == (None, 4, 2)
     assert (Setting(push="learned").steps, Setting().steps, Setting(push="learned", steps=3).steps) == (None, 4, 3)
+
+
+def test_without_neurons_a_learned_push_takes_the_push_neurons_and_a_rule_the_forcing_neurons(
+        tiny, parallel, tmp_path, monkeypatch):
+    """Given stats but no neurons, the learned push (force_language's default, and fit_push) is fitted on
+    PUSH_NEURONS and a rule pushes FORCING_NEURONS: two specificity sets of different sizes."""
+    import steer.forcing as forcing
+
+    monkeypatch.setenv("STEER_HOME", str(tmp_path))
+    monkeypatch.setattr(forcing, "PUSH_NEURONS", {"method": "specificity", "n_per_language": 6})
+    monkeypatch.setattr(forcing, "FORCING_NEURONS", {"method": "specificity", "n_per_language": 16})
+    stats = steer.collect(tiny, parallel, batch_size=4, progress=False)
+    learned = steer.generate(tiny, ["Open the file."], stats=stats, force_language="de", corpus=parallel,
+                             max_new_tokens=2, detect=False)
+    assert learned.settings["push"]["units"] == 6
+    assert len(fit_push(tiny, parallel, "de", stats=stats, training=FAST, progress=False)) == 6
+    rule = steer.generate(tiny, ["Open the file."], stats=stats, force_language="de", mode="diffmean",
+                          max_new_tokens=2, detect=False, return_logits=True)
+    for n, same in ((16, True), (6, False)):
+        given = steer.generate(tiny, ["Open the file."], stats=stats, force_language="de", mode="diffmean",
+                               neurons=steer.identify(stats, method="specificity", n_per_language=n),
+                               max_new_tokens=2, detect=False, return_logits=True)
+        assert torch.allclose(rule.logits[0], given.logits[0]) == same
