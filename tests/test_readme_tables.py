@@ -218,6 +218,19 @@ def test_push_rows():
         "- learned push, specificity:500 neurons against the residual vector, per target: ahead beyond the interval: "
         "de; no difference shown: ja.",
     ]
+    # what the tuning half chose, before the evaluation half was read: the steps, and the neuron set
+    data.update(push_steps=None, push_steps_tuning={"family": "specificity:500", "prompts_per_pair": 3, "cells": {
+        "4": {"fluent": 0.6, "fluent_ci": [0.5, 0.7]}, "all": {"fluent": 0.8, "fluent_ci": [0.7, 0.9]}}},
+        neurons_tuning={"prompts_per_pair": 3, "cells": {"specificity:500": {"fluent": 0.8, "fluent_ci": [0.7, 0.9]},
+                                                         "specificity:4000": {"fluent": 0.85, "fluent_ci": [0.8, 0.9]}}})
+    data["families"][2]["lr"] = 2.0
+    rows = push_rows(data)
+    assert rows[4] == "| learned residual-stream vector, after layer 9 (lr 2) | 0.30 [0.20, 0.40] | 0.40 | 0.20 |"
+    assert rows[-2:] == [
+        "- Tuning half (3 prompts per pair), new tokens a learned push forces (specificity:500): 4 0.60 [0.50, 0.70], "
+        "all 0.80 [0.70, 0.90]; chosen: all.",
+        "- Tuning half (3 prompts per pair), the learned push's neurons: specificity:500 0.80 [0.70, 0.90], "
+        "specificity:4000 0.85 [0.80, 0.90]; the highest: specificity:4000."]
 
 
 def test_every_kind_has_a_renderer_test():

@@ -234,8 +234,9 @@ def _family_label(family: dict) -> str:
     if family["kind"] == "random":
         return f"learned push, random neurons (per-layer counts of {family['neurons']})"
     if family["kind"] == "residual":
-        return f"learned residual-stream vector, after layer {family['layer']}"
-    return f"diffmean rule (the default push), {family['neurons']} neurons"
+        lr = f" (lr {family['lr']:g})" if "lr" in family else ""
+        return f"learned residual-stream vector, after layer {family['layer']}{lr}"
+    return f"diffmean rule (the default rule), {family['neurons']} neurons"
 
 
 def _excludes_zero(ci) -> bool:
@@ -278,7 +279,27 @@ def push_rows(data: dict) -> list[str]:
                                                                          ("behind beyond the interval", groups["behind"]),
                                                                          ("no difference shown", groups["not shown"])) if ts)
             verdicts.append(f"- {_family_label(families[name])} against {names[label]}, per target: {said}.")
-    return lines + ([""] + verdicts if verdicts else [])
+    bullets = verdicts + _tuning_lines(data)
+    return lines + ([""] + bullets if bullets else [])
+
+
+def _tuning_lines(data: dict) -> list[str]:
+    """What was chosen on the tuning half before the evaluation half was read: the steps a learned push forces,
+    and (when measured) the neuron set."""
+    lines = []
+    steps = data.get("push_steps_tuning")
+    if steps:
+        cells = ", ".join(f"{key} {_rate(c['fluent'], c['fluent_ci'])}" for key, c in steps["cells"].items())
+        chosen = "all" if data["push_steps"] is None else data["push_steps"]
+        lines.append(f"- Tuning half ({steps['prompts_per_pair']} prompts per pair), new tokens a learned push forces "
+                     f"({steps['family']}): {cells}; chosen: {chosen}.")
+    neurons = data.get("neurons_tuning")
+    if neurons:
+        cells = ", ".join(f"{name} {_rate(c['fluent'], c['fluent_ci'])}" for name, c in neurons["cells"].items())
+        best = max(neurons["cells"], key=lambda name: neurons["cells"][name]["fluent"])
+        lines.append(f"- Tuning half ({neurons['prompts_per_pair']} prompts per pair), the learned push's neurons: "
+                     f"{cells}; the highest: {best}.")
+    return lines
 
 
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
