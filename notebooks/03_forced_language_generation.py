@@ -27,7 +27,7 @@
 #   read from steer's cache after.
 #
 # Both push the specificity baseline's neurons of each language (500 per language for the rule,
-# `FORCING_NEURONS`; 4,000 for the learned push, `PUSH_NEURONS`), switch no other language off
+# `FORCING_NEURONS`; 1,000 for the learned push, `PUSH_NEURONS`), switch no other language off
 # (`suppress="none"`), and decode greedily with a repetition penalty (`DEFAULT_DECODING`); the settings are
 # the ones chosen on the tuning half of the held-out paragraphs (README, "Forced language").
 # This notebook shows the rule first, since it needs no fitting, and the first cell prints its settings.
