@@ -234,7 +234,8 @@ def main() -> None:
 
 def compare(results: dict, families: list[dict]) -> dict:
     """Paired differences in fluent success (overall and per target, with 95% intervals over paragraphs) of each
-    learned family against its random control, the diffmean rule on its neurons and the residual vector."""
+    learned family against its random control, the diffmean rule (on its neurons where measured) and the first
+    residual vector."""
     from steer.bench.resample import difference_ci
 
     def flags(name: str) -> dict:
@@ -253,13 +254,16 @@ def compare(results: dict, families: list[dict]) -> dict:
 
     names = {f["name"]: f for f in families}
     residual = next((f["name"] for f in families if f["kind"] == "residual"), None)
+    rule = next((f["name"] for f in families if f["kind"] == "diffmean"), None)
     out = {}
     for family in families:
         if family["kind"] != "learned":
             continue
-        against = {"random": f"random:{family['neurons']}", "diffmean": f"diffmean:{family['neurons']}",
+        # the diffmean rule on the same neurons, else the first one measured (the rule force_language applies)
+        against = {"random": f"random:{family['neurons']}",
+                   "diffmean": f"diffmean:{family['neurons']}" if f"diffmean:{family['neurons']}" in names else rule,
                    "residual": residual}
-        out[family["name"]] = {label: diff(family["name"], other) for label, other in against.items()
+        out[family["name"]] = {label: diff(family["name"], other) | {"against": other} for label, other in against.items()
                                if other in names}
     return out
 
@@ -274,9 +278,10 @@ def plot(summary: dict, path: Path) -> None:
 
     results, targets = summary["results"], summary["targets"]
     sizes = neuron_curve(summary)
-    panels = 2 + bool(summary["curve_steps"]) + bool(sizes)
-    fig, axes = plt.subplots(1, panels, figsize=(6 + 0.6 * len(targets) + 4.5 * (panels - 1), 4.2),
-                             width_ratios=[1.6] + [1] * (panels - 1))
+    curves = 1 + bool(summary["curve_steps"]) + bool(sizes)  # below the bars, side by side
+    fig = plt.figure(figsize=(max(4.6 * curves, 2 + 0.25 * len(targets) * len(results)), 8.4))
+    grid = fig.add_gridspec(2, curves)
+    axes = [fig.add_subplot(grid[0, :])] + [fig.add_subplot(grid[1, k]) for k in range(curves)]
     width = 0.8 / len(results)
     for k, (name, r) in enumerate(results.items()):
         xs = [i + (k - (len(results) - 1) / 2) * width for i in range(len(targets))]
@@ -293,7 +298,7 @@ def plot(summary: dict, path: Path) -> None:
     axes[0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     axes[0].set_ylabel("fluent success (95% CI)")
     axes[0].set_title("forced language, evaluation half")
-    axes[0].legend(fontsize=7, loc="upper center", ncol=3)  # above the bars (the axis runs to 1.3)
+    axes[0].legend(fontsize=7, loc="upper center", ncol=min(6, len(results) + 1))  # above the bars (axis to 1.3)
     family, fits = next(iter(summary["fits"].items()))
     for t in targets:
         steps = [0] + [p["step"] for p in fits[t]["curve"]]

@@ -224,8 +224,11 @@ def test_push_rows():
         neurons_tuning={"prompts_per_pair": 3, "cells": {"specificity:500": {"fluent": 0.8, "fluent_ci": [0.7, 0.9]},
                                                          "specificity:4000": {"fluent": 0.85, "fluent_ci": [0.8, 0.9]}}})
     data["families"][2]["lr"] = 2.0
+    data["comparisons"]["specificity:500"]["residual"]["against"] = "residual:9"  # named: which vector, which rule
     rows = push_rows(data)
     assert rows[4] == "| learned residual-stream vector, after layer 9 (lr 2) | 0.30 [0.20, 0.40] | 0.40 | 0.20 |"
+    assert rows[9].startswith("| learned push, specificity:500 neurons − the learned residual-stream vector, after "
+                              "layer 9 (lr 2) | +0.50")
     assert rows[-2:] == [
         "- Tuning half (3 prompts per pair), new tokens a learned push forces (specificity:500): 4 0.60 [0.50, 0.70], "
         "all 0.80 [0.70, 0.90]; chosen: all.",

@@ -259,12 +259,17 @@ def push_rows(data: dict) -> list[str]:
         per = " | ".join(f"{first['per_target'][t][key]['fluent_success']:.2f}" for t in targets)
         lines.append(f"| {label} | {_rate(first[key]['fluent_success'], first[key]['fluent_success_ci'])} | {per} |")
     names = {"random": "its random-neuron control", "diffmean": "the diffmean rule", "residual": "the residual vector"}
+
+    def other(label: str, d: dict) -> str:  # what a learned push was compared with
+        return names[label] if label == "random" or d.get("against") not in families else \
+            f"the {_family_label(families[d['against']])}"
+
     for name, against in data["comparisons"].items():
         for label, d in against.items():
             per = " | ".join(_signed(d[t]["difference"], 2) + ("*" if _excludes_zero(d[t]["ci"]) else "")
                              for t in targets if t in d)
             overall = d["overall"]
-            lines.append(f"| {_family_label(families[name])} − {names[label]} | {_signed(overall['difference'], 2)} "
+            lines.append(f"| {_family_label(families[name])} − {other(label, d)} | {_signed(overall['difference'], 2)} "
                          f"[{_signed(overall['ci'][0], 2)}, {_signed(overall['ci'][1], 2)}]"
                          f"{'*' if _excludes_zero(overall['ci']) else ''} | {per} |")
     verdicts = []
@@ -278,7 +283,7 @@ def push_rows(data: dict) -> list[str]:
             said = "; ".join(f"{word}: {', '.join(ts)}" for word, ts in (("ahead beyond the interval", groups["ahead"]),
                                                                          ("behind beyond the interval", groups["behind"]),
                                                                          ("no difference shown", groups["not shown"])) if ts)
-            verdicts.append(f"- {_family_label(families[name])} against {names[label]}, per target: {said}.")
+            verdicts.append(f"- {_family_label(families[name])} against {other(label, d)}, per target: {said}.")
     bullets = verdicts + _tuning_lines(data)
     return lines + ([""] + bullets if bullets else [])
 
