@@ -12,7 +12,7 @@ A family is one push per target:
   residual:L[:LR]   one vector added to the residual stream after layer L, learned the same way (the usual
                     steering-vector baseline), with Adam's learning rate LR if given (the residual stream's
                     scale is not the neurons')
-  diffmean:NEURONS  the rule `force_language` applies today (diffmean at its default strength, the first
+  diffmean:NEURONS  the diffmean rule (`force_language` with mode="diffmean": its default strength, the first
                     steps), nothing learned
 Every push is fitted by `steer.fit_push` (the corpus' stats split only; early stopping on held-out
 stats-split paragraphs; `steer.PushTraining` defaults unless --max-steps is given) and saved in
@@ -263,8 +263,8 @@ def compare(results: dict, families: list[dict]) -> dict:
         against = {"random": f"random:{family['neurons']}",
                    "diffmean": f"diffmean:{family['neurons']}" if f"diffmean:{family['neurons']}" in names else rule,
                    "residual": residual}
-        out[family["name"]] = {label: diff(family["name"], other) | {"against": other} for label, other in against.items()
-                               if other in names}
+        out[family["name"]] = {label: diff(family["name"], other) | {"against": other}
+                               for label, other in against.items() if other in names}
     return out
 
 
@@ -325,8 +325,8 @@ def plot(summary: dict, path: Path) -> None:
         ax = axes[-1]
         for label, points in sizes.items():
             ks = sorted(points)
-            ax.errorbar(ks, [points[k][0] for k in ks], capsize=3, marker="o", label=label,
-                        yerr=[[points[k][0] - points[k][1][0] for k in ks], [points[k][1][1] - points[k][0] for k in ks]])
+            low, high = ([points[k][0] - points[k][1][0] for k in ks], [points[k][1][1] - points[k][0] for k in ks])
+            ax.errorbar(ks, [points[k][0] for k in ks], yerr=[low, high], capsize=3, marker="o", label=label)
         ax.set_xscale("log")
         ticks = sorted({k for points in sizes.values() for k in points})
         ax.set_xticks(ticks, [str(k) for k in ticks])

@@ -189,11 +189,12 @@ table(["mode", "strength", "continuation", "detected"], rows)
 # ## A learned push
 #
 # diffmean pushes every neuron of the target by one rule. `steer.fit_push` learns one offset per neuron
-# instead (here of the learned push's default neurons, `PUSH_NEURONS`), from parallel text of the statistics split only (the opening of a paragraph in another
-# language, then the rest of that paragraph in the target; cross-entropy of the continuation, the model
-# frozen), and `generate(..., push=push)` forces with it. Here one target's push at a small budget
-# (`push_steps`). `generate(..., force_language=target)` with neither `push` nor `mode` fits one at the
-# library's budget the first time (`steer.forcing.learned_push`) and reads it from steer's cache after.
+# instead (here of the learned push's default neurons, `PUSH_NEURONS`), from parallel text of the statistics
+# split only (the opening of a paragraph in another language, then the rest of that paragraph in the target;
+# cross-entropy of the continuation, the model frozen), and `generate(..., push=push)` forces with it. Here
+# one target's push at a small budget (`push_steps`). `generate(..., force_language=target)` with neither
+# `push` nor `mode` fits one at the library's budget the first time (`steer.forcing.learned_push`) and reads
+# it from steer's cache after.
 
 # %%
 from steer.push_training import PushTraining

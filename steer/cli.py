@@ -415,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sample", action="store_true")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--push", help="with neither --push nor --mode, --force-language uses 'learned': the "
-                          "target's push on its neurons (steer.forcing.PUSH_NEURONS), fitted on --corpus the first time (minutes on a CPU) "
-                          "and cached; or a language push folder (steer fit-push) of your own")
+                          "target's push on its neurons (steer.forcing.PUSH_NEURONS), fitted on --corpus the first "
+                          "time (minutes on a CPU) and cached; or a language push folder (steer fit-push) of your own")
     generate.add_argument("--corpus", help="a parallel corpus the learned push is fitted on (default: the embedded "
                           "one)")
     generate.add_argument("--mask-experts", metavar="LANG", help="mixture-of-experts models: take the experts LANG "

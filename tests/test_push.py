@@ -322,7 +322,8 @@ def test_the_learned_push_is_fitted_once_then_read_from_the_cache(tiny, parallel
     ({"push": "learned", "mode": "diffmean"}, "mode does not apply with a learned push"),
     ({"push": "learned", "stats": None}, "force_language needs stats .* or neurons .*: the target's neurons its "
                                          "learned push"),
-    ({"stats": None}, "force_language needs stats .* or neurons .*: the target's neurons its learned push"),  # the default push is the learned one
+    # the default push is the learned one
+    ({"stats": None}, "force_language needs stats .* or neurons .*: the target's neurons its learned push"),
 ])
 def test_the_learned_push_refuses_what_does_not_apply(tiny, push_neurons, kwargs, message):
     with pytest.raises(ValueError, match=message):
