@@ -91,6 +91,11 @@ def main() -> None:
     if not any("neurons" in family for family in families):
         parser.error("--families needs at least one family on neurons (the residual vector is measured beside one)")
     shard, shards = (int(x) for x in args.shard.split("/"))
+    names = {f["name"]: f for f in families}
+    tune_neurons = args.tune_neurons.split(",") if args.tune_neurons else []
+    for name in tune_neurons:  # before anything is fitted
+        if names.get(name, {}).get("kind") != "learned":
+            parser.error(f"--tune-neurons {name}: not a learned family of --families")
 
     import torch
 
@@ -161,28 +166,26 @@ def main() -> None:
     from steer.forcing import parse_steps
 
     candidates = [parse_steps(text) for text in args.push_steps.split(",")]
+    def tune(setting: Setting, label: str) -> dict:
+        """One cell on the tuning half (--tune-prompts per pair): its fluent success, with what it rests on."""
+        row = run.sweep_cell(setting, args.tune_prompts, targets)
+        print(f"tuning half, {label}: fluent {row.rates.fluent_success:.2f}", flush=True)
+        return {"fluent": row.rates.fluent_success, "fluent_ci": row.rates.fluent_success_ci,
+                "raw": row.rates.raw_success, "n": row.rates.n, "per_target": row.per_target}
+
     tuning = {}
     main_family = next((f["name"] for f in families if f["kind"] == "learned"), None)
     if len(candidates) > 1 and main_family is not None:  # the tuning half chooses; the evaluation half reports
         for steps in candidates:
-            row = run.sweep_cell(Setting(first, push=main_family, steps=steps), args.tune_prompts, targets)
-            tuning["all" if steps is None else str(steps)] = {
-                "fluent": row.rates.fluent_success, "fluent_ci": row.rates.fluent_success_ci,
-                "raw": row.rates.raw_success, "n": row.rates.n, "per_target": row.per_target}
-            print(f"tuning half, {main_family}, steps {steps or 'all'}: fluent {row.rates.fluent_success:.2f}", flush=True)
+            tuning["all" if steps is None else str(steps)] = tune(Setting(first, push=main_family, steps=steps),
+                                                                  f"{main_family}, steps {steps or 'all'}")
         best = max(tuning, key=lambda key: tuning[key]["fluent"])  # the first listed wins a tie
         push_steps = parse_steps(best)
     else:
         push_steps = candidates[0]
-    neurons_tuning = {}  # which neuron set a learned push should use: chosen on the tuning half, like the steps
-    for name in (args.tune_neurons.split(",") if args.tune_neurons else []):
-        family = next((f for f in families if f["name"] == name and f["kind"] == "learned"), None)
-        if family is None:
-            parser.error(f"--tune-neurons {name}: not a learned family of --families")
-        row = run.sweep_cell(Setting(family["neurons"], push=name, steps=push_steps), args.tune_prompts, targets)
-        neurons_tuning[name] = {"fluent": row.rates.fluent_success, "fluent_ci": row.rates.fluent_success_ci,
-                                "raw": row.rates.raw_success, "n": row.rates.n, "per_target": row.per_target}
-        print(f"tuning half, {name}: fluent {row.rates.fluent_success:.2f}", flush=True)
+    # which neuron set a learned push should use: chosen on the tuning half, like the steps
+    neurons_tuning = {name: tune(Setting(names[name]["neurons"], push=name, steps=push_steps), name)
+                      for name in tune_neurons}
     results = {}
     for family in families:
         if family["kind"] == "diffmean":

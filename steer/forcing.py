@@ -44,7 +44,8 @@ FORCING_NEURONS = {"method": "specificity", "n_per_language": 500}
 # The neurons a learned push is fitted on when given stats but no neurons: the specificity baseline with 1,000
 # per language, the highest fluent success on the tuning half of the language-neuron sets measured there
 # (specificity with 500, 1,000 and 4,000 per language, LAPE; benchmarks/push_compare.py --tune-neurons,
-# "neurons_tuning" in docs/results/push-compare.json; the rule, taking the highest, was fixed before they were read).
+# "neurons_tuning" in docs/results/push-compare.json). The rule, take the highest, was fixed before the 1,000 and
+# LAPE cells were read, but after the evaluation-half figures of 500 and 4,000 had been (README says so).
 PUSH_NEURONS = {"method": "specificity", "n_per_language": 1000}
 # diffmean: tuned as above; set: the better of 1 and 1.5 on 1000 specificity neurons per language (old
 # measure); additive and std: the strengths of the first sweeps (README), not retuned for them.

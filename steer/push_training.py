@@ -150,8 +150,8 @@ def fit_push(
 ) -> LanguagePush:
     """Fit per-neuron offsets on `target`'s neurons that make the model continue a source-language opening in
     `target` (see the module docstring). `neurons`: the set whose `target` neurons (specific and related)
-    are pushed; default `steer.forcing.forcing_neurons(stats, learned=True)`. `sources`: the languages whose openings
-    are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
+    are pushed; default `steer.forcing.forcing_neurons(stats, learned=True)`. `sources`: the languages whose
+    openings are continued (default: every other language of the corpus). With `residual_layer`, no neurons: one
     vector added to the residual stream after that layer is learned the same way (the steering-vector
     baseline). Returns the push with the offsets of the best validation loss; its `meta` records the model,
     neurons, corpus, settings and learning curve. `on_eval(step, push)`, if given, receives the push as it
